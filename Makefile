@@ -1,0 +1,70 @@
+# mlc: see README.md. `make demo` and `make test` do all their own set-up on a
+# fresh Debian machine with Go (as root: they may apt-get install docker.io
+# and busybox-static and start dockerd).
+
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+GO       ?= go
+LDFLAGS  := -X main.version=$(VERSION) '-extldflags=-Wl,-z,lazy'
+# Commands reachable as mlc-NAME links.
+COMMANDS := create open list start stop kill remove logs protect unprotect limits gpu
+FUZZTIME ?= 60s
+
+export CGO_ENABLED = 1
+
+.PHONY: all build test unit test-env demo install uninstall fuzz bench vet fmt clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/mlc ./mlc
+	@for c in $(COMMANDS); do ln -sf mlc bin/mlc-$$c; done
+
+test-env:
+	scripts/test-env.sh
+
+# Unit tests, integration tests against a real dockerd, security tests with
+# real users (as root). A missing engine fails the run.
+test: test-env build vet
+	MLC_REQUIRE_ENGINE=1 MLC_BIN=$(CURDIR)/bin/mlc $(GO) test -count=1 -ldflags "$(LDFLAGS)" ./...
+
+# Unit tests only: no engine needed.
+unit:
+	$(GO) test -count=1 -short ./...
+
+demo: test-env build
+	scripts/demo.sh
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+fuzz:
+	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./config -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./config -run '^$$' -fuzz '^FuzzParseDuration$$' -fuzztime $(FUZZTIME)
+
+bench: test-env build
+	bench/run.sh
+
+install: build
+	install -d $(DESTDIR)$(BINDIR)
+	install -m 0755 bin/mlc $(DESTDIR)$(BINDIR)/mlc
+	@for c in $(COMMANDS); do ln -sf mlc $(DESTDIR)$(BINDIR)/mlc-$$c; done
+	install -d -m 0755 $(DESTDIR)/etc/mlc $(DESTDIR)/etc/sudoers.d
+	test -e $(DESTDIR)/etc/mlc/resource-limits.yaml || install -m 0644 config/default.yaml $(DESTDIR)/etc/mlc/resource-limits.yaml
+	sed 's|@BINDIR@|$(BINDIR)|g' deploy/sudoers.in > deploy/.sudoers.tmp
+	install -m 0440 deploy/.sudoers.tmp $(DESTDIR)/etc/sudoers.d/mlc && rm -f deploy/.sudoers.tmp
+	@if [ -z "$(DESTDIR)" ] && command -v visudo >/dev/null; then visudo -cf /etc/sudoers.d/mlc; fi
+	@getent group mlc-users >/dev/null || [ -n "$(DESTDIR)" ] || groupadd --system mlc-users
+	@echo "installed: add users to the mlc-users group (never to docker); they run: sudo mlc ..."
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/mlc $(foreach c,$(COMMANDS),$(DESTDIR)$(BINDIR)/mlc-$(c)) $(DESTDIR)/etc/sudoers.d/mlc
+
+clean:
+	rm -rf bin

@@ -1,0 +1,245 @@
+// Package config is the schema of resource-limits.yaml, its strict loader
+// (every error as FILE:LINE: message, all of them at once), the embedded
+// default policy and the rule that finds the file to use.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"github.com/mlc-lab/mlc/errs"
+)
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// EmbeddedName is the Source of the compiled-in default policy.
+const EmbeddedName = "<embedded default>"
+
+// SystemPath is where an installed policy lives.
+const SystemPath = "/etc/mlc/resource-limits.yaml"
+
+// Limits are the values a policy level (defaults, a group, an override) may set.
+// A nil field is not set at that level.
+type Limits struct {
+	GPUs          *int      `json:"gpus,omitempty"`
+	CPUs          *float64  `json:"cpus,omitempty"`
+	Memory        *Size     `json:"memory,omitempty"`
+	MemorySwap    *Size     `json:"memory_swap,omitempty"`
+	ShmSize       *Size     `json:"shm_size,omitempty"`
+	PidsLimit     *int64    `json:"pids_limit,omitempty"`
+	IdleTimeout   *Duration `json:"idle_timeout,omitempty"`
+	MaxContainers *int      `json:"max_containers,omitempty"`
+}
+
+// LimitKeys are the limit names, in the order they are shown.
+var LimitKeys = []string{"gpus", "cpus", "memory", "memory_swap", "shm_size", "pids_limit", "idle_timeout", "max_containers"}
+
+// Group is a named set of users sharing limits.
+type Group struct {
+	Name    string
+	Members []string // user names, or @unixgroup
+	Limits  Limits
+	Line    int
+}
+
+// Override is one user's own limits and why they have them.
+type Override struct {
+	User   string
+	Reason string
+	Limits Limits
+	Line   int
+}
+
+// Policies are the rules that are not per-user numbers.
+type Policies struct {
+	MaxContainersPerUser *int     // same as defaults.max_containers
+	AllowRoot            bool     // processes may run as root in containers
+	AllowSwap            bool     // memory_swap may exceed memory
+	BindAddress          string   // host address ports are published on
+	Workspace            string   // default workspace, ~ is the user's home
+	MountRoots           []string // data/models/workspace mounts must lie below one of these (or the user's home)
+	Capabilities         []string // capabilities containers may be given
+	Devices              []string // host devices containers are given
+}
+
+// Image is a catalogue entry.
+type Image struct {
+	Alias     string
+	Image     string
+	Framework string
+	Version   string
+	Line      int
+}
+
+// GPU is the gpu section.
+type GPU struct {
+	Mode           string   // exclusive | shared
+	MaxPerGPU      int      // containers per GPU in shared mode
+	Strategy       string   // spread | pack | last-used
+	Runtime        string   // nvidia | env
+	FakeCount      int      // fake GPUs where NVML is absent
+	HoldAfterStop  Duration // keep GPUs this long after a stop; never = while the container exists
+	PendingTimeout Duration // a pending claim older than this with no container is released
+}
+
+// Cleanup is the cleanup section.
+type Cleanup struct {
+	IdleCPUPercent     float64  // below this average CPU a container is idle
+	IdleGPUPercent     float64  // below this average GPU use a container is idle
+	RemoveStoppedAfter Duration // remove containers stopped this long; never = keep
+	PruneImages        bool     // prune dangling images
+}
+
+// Config is a loaded policy.
+type Config struct {
+	Source        string // file path, or EmbeddedName
+	Defaults      Limits
+	Groups        []Group
+	UserOverrides []Override
+	Policies      Policies
+	Images        []Image
+	GPU           GPU
+	Cleanup       Cleanup
+	Protected     []string
+	Admins        []string
+	StateDir      string
+	AuditLog      string
+}
+
+// Default is the embedded policy. It is valid; a test keeps it so.
+func Default() *Config {
+	c, err := Parse(EmbeddedName, defaultYAML)
+	if err != nil {
+		panic("embedded default policy is invalid: " + err.Error())
+	}
+	return c
+}
+
+// DefaultYAML is the embedded policy's text (for `mlc limits check` examples and docs).
+func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }
+
+// Locate picks the policy file: the --config flag, then MLC_CONFIG, then
+// SystemPath when it exists; "" means the embedded default.
+func Locate(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if env := os.Getenv("MLC_CONFIG"); env != "" {
+		return env
+	}
+	if _, err := os.Stat(SystemPath); err == nil {
+		return SystemPath
+	}
+	return ""
+}
+
+// LoadFrom loads Locate(flag)'s file, or the embedded default.
+func LoadFrom(flag string) (*Config, error) {
+	p := Locate(flag)
+	if p == "" {
+		return Default(), nil
+	}
+	return Load(p)
+}
+
+// Load reads and parses one file. Every failure is of kind errs.Config.
+func Load(path string) (*Config, error) {
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, errs.New(errs.Config, "%s: no such file", path)
+	case errors.Is(err, fs.ErrPermission):
+		return nil, errs.New(errs.Config, "%s: permission denied", path)
+	case err != nil:
+		return nil, errs.Wrap(errs.Config, err, "%s", path)
+	case st.IsDir():
+		return nil, errs.New(errs.Config, "%s: is a directory, not a policy file", path)
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, errs.New(errs.Config, "%s: permission denied", path)
+	} else if err != nil {
+		return nil, errs.Wrap(errs.Config, err, "%s: cannot read", path)
+	}
+	return Parse(path, data)
+}
+
+// Group returns the named group.
+func (c *Config) Group(name string) (*Group, bool) {
+	for i := range c.Groups {
+		if c.Groups[i].Name == name {
+			return &c.Groups[i], true
+		}
+	}
+	return nil, false
+}
+
+// Override returns the user's override.
+func (c *Config) Override(user string) (*Override, bool) {
+	for i := range c.UserOverrides {
+		if c.UserOverrides[i].User == user {
+			return &c.UserOverrides[i], true
+		}
+	}
+	return nil, false
+}
+
+// ImageAlias returns the catalogue entry with this alias (case-insensitive).
+func (c *Config) ImageAlias(alias string) (*Image, bool) {
+	for i := range c.Images {
+		if strings.EqualFold(c.Images[i].Alias, alias) {
+			return &c.Images[i], true
+		}
+	}
+	return nil, false
+}
+
+// Summary is the one-line description `mlc limits check` prints.
+func (c *Config) Summary() string {
+	users := map[string]bool{}
+	for _, g := range c.Groups {
+		for _, m := range g.Members {
+			if !strings.HasPrefix(m, "@") {
+				users[m] = true
+			}
+		}
+	}
+	for _, o := range c.UserOverrides {
+		users[o.User] = true
+	}
+	return fmt.Sprintf("%s: valid: %d users named, %d groups, %d overrides, %d images, %d admins",
+		c.Source, len(users), len(c.Groups), len(c.UserOverrides), len(c.Images), len(c.Admins))
+}
+
+// ErrorList is every problem found in one file. It is of kind errs.Config.
+type ErrorList []Error
+
+// Error is one problem at a line of a file.
+type Error struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e Error) String() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.File, e.Msg)
+}
+
+func (l ErrorList) Error() string {
+	s := make([]string, len(l))
+	for i, e := range l {
+		s[i] = e.String()
+	}
+	return strings.Join(s, "\n")
+}
+
+// ErrKind makes errs.KindOf classify an ErrorList as a config error.
+func (l ErrorList) ErrKind() errs.Kind { return errs.Config }

@@ -1,0 +1,618 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// NamePattern is what a user or unix group name may look like.
+var NamePattern = regexp.MustCompile(`^[a-z_][a-z0-9_.-]*\$?$`)
+
+// AliasPattern is what an image alias may look like.
+var AliasPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// minMemory is docker's own lower bound for a memory limit.
+const minMemory = 6 * 1024 * 1024
+
+type parser struct {
+	file string
+	errs ErrorList
+}
+
+func (p *parser) errf(n *yaml.Node, format string, a ...any) {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	p.errs = append(p.errs, Error{File: p.file, Line: line, Msg: fmt.Sprintf(format, a...)})
+}
+
+// Parse parses a policy. name is the file name used in errors and as Source.
+// On failure the error is an ErrorList holding every problem found.
+func Parse(name string, data []byte) (*Config, error) {
+	p := &parser{file: name}
+	if len(bytes.TrimSpace(data)) == 0 {
+		p.errf(nil, "file is empty (see docs/config-reference.md, or run mlc limits check on the embedded default)")
+		return nil, p.errs
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		msg := err.Error()
+		line := 0
+		for _, l := range strings.Split(msg, "\n") {
+			l = strings.TrimSpace(l)
+			if m := yamlLineRE.FindStringSubmatch(l); m != nil {
+				line, _ = strconv.Atoi(m[1])
+				msg = "invalid YAML: " + m[2]
+				break
+			}
+			msg = "invalid YAML: " + strings.TrimPrefix(l, "yaml: ")
+			break
+		}
+		p.errs = append(p.errs, Error{File: name, Line: line, Msg: msg})
+		return nil, p.errs
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		p.errf(nil, "file is empty")
+		return nil, p.errs
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		p.errf(root, "file has no settings (only comments)")
+		return nil, p.errs
+	}
+	c := &Config{
+		Source: name,
+		Policies: Policies{
+			BindAddress: "127.0.0.1",
+			Workspace:   "~/workspace",
+		},
+		GPU: GPU{
+			Mode: "exclusive", MaxPerGPU: 1, Strategy: "spread", Runtime: "nvidia",
+			HoldAfterStop: Never, PendingTimeout: Duration{D: 5 * 60e9},
+		},
+		Cleanup:  Cleanup{IdleCPUPercent: 5, IdleGPUPercent: 5, RemoveStoppedAfter: Never},
+		StateDir: "/var/lib/mlc",
+		AuditLog: "/var/log/mlc/audit.jsonl",
+	}
+	p.mapping(root, "top level", func(k, v *yaml.Node) {
+		switch k.Value {
+		case "defaults":
+			p.limits(v, "defaults", &c.Defaults, nil)
+		case "groups":
+			p.groups(v, c)
+		case "user_overrides":
+			p.overrides(v, c)
+		case "policies":
+			p.policies(v, &c.Policies)
+		case "images":
+			p.images(v, c)
+		case "gpu":
+			p.gpu(v, &c.GPU)
+		case "cleanup":
+			p.cleanup(v, &c.Cleanup)
+		case "protected":
+			c.Protected = p.strList(v, "protected")
+			for i, pat := range c.Protected {
+				if _, err := filepath.Match(pat, ""); err != nil {
+					p.errf(v.Content[i], "protected: bad pattern %q", pat)
+				}
+			}
+		case "admins":
+			c.Admins = p.strList(v, "admins")
+			for i, a := range c.Admins {
+				if !NamePattern.MatchString(strings.TrimPrefix(a, "@")) {
+					p.errf(v.Content[i], "admins: %q is not a user name or @unixgroup", a)
+				}
+			}
+		case "state_dir":
+			c.StateDir = p.absPath(v, "state_dir")
+		case "audit_log":
+			c.AuditLog = p.absPath(v, "audit_log")
+		default:
+			p.errf(k, "unknown key %q (known: defaults, groups, user_overrides, policies, images, gpu, cleanup, protected, admins, state_dir, audit_log)", k.Value)
+		}
+	})
+	p.crossCheck(c)
+	if len(p.errs) > 0 {
+		sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].Line < p.errs[j].Line })
+		return nil, p.errs
+	}
+	return c, nil
+}
+
+// mapping walks a mapping node, reporting a non-mapping and duplicate keys.
+func (p *parser) mapping(n *yaml.Node, what string, fn func(k, v *yaml.Node)) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // an empty section
+	}
+	if n.Kind != yaml.MappingNode {
+		p.errf(n, "%s: expected a mapping (key: value lines), found %s", what, kindName(n))
+		return
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			p.errf(k, "%s: keys must be plain names", what)
+			continue
+		}
+		if first, dup := seen[k.Value]; dup {
+			p.errf(k, "%s: %q is given twice (first at line %d)", what, k.Value, first)
+			continue
+		}
+		seen[k.Value] = k.Line
+		fn(k, v)
+	}
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	switch n.Tag {
+	case "!!null":
+		return "nothing"
+	case "!!str":
+		return fmt.Sprintf("the string %q", n.Value)
+	}
+	return fmt.Sprintf("%q", n.Value)
+}
+
+func (p *parser) scalar(n *yaml.Node, what string) bool {
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		*n = *n.Alias
+	}
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		p.errf(n, "%s: expected a value, found %s", what, kindName(n))
+		return false
+	}
+	return true
+}
+
+func (p *parser) str(n *yaml.Node, what string) (string, bool) {
+	if !p.scalar(n, what) {
+		return "", false
+	}
+	return n.Value, true
+}
+
+func (p *parser) integer(n *yaml.Node, what string, min int64) (int64, bool) {
+	if !p.scalar(n, what) {
+		return 0, false
+	}
+	if n.Tag != "!!int" {
+		p.errf(n, "%s: expected a whole number, found %s", what, kindName(n))
+		return 0, false
+	}
+	v, err := strconv.ParseInt(n.Value, 0, 64)
+	if err != nil {
+		p.errf(n, "%s: %q is out of range", what, n.Value)
+		return 0, false
+	}
+	if v < min {
+		p.errf(n, "%s: must be at least %d, found %d", what, min, v)
+		return 0, false
+	}
+	return v, true
+}
+
+func (p *parser) number(n *yaml.Node, what string) (float64, bool) {
+	if !p.scalar(n, what) {
+		return 0, false
+	}
+	if n.Tag != "!!int" && n.Tag != "!!float" {
+		p.errf(n, "%s: expected a number, found %s", what, kindName(n))
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(n.Value, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		p.errf(n, "%s: %q is not a finite number", what, n.Value)
+		return 0, false
+	}
+	return v, true
+}
+
+func (p *parser) boolean(n *yaml.Node, what string) bool {
+	if !p.scalar(n, what) {
+		return false
+	}
+	if n.Tag != "!!bool" {
+		p.errf(n, "%s: expected true or false, found %s", what, kindName(n))
+		return false
+	}
+	return n.Value == "true" || n.Value == "True" || n.Value == "TRUE"
+}
+
+func (p *parser) size(n *yaml.Node, what string) (Size, bool) {
+	if !p.scalar(n, what) {
+		return 0, false
+	}
+	s, err := ParseSize(n.Value)
+	if err != nil {
+		p.errf(n, "%s: %v", what, err)
+		return 0, false
+	}
+	return s, true
+}
+
+func (p *parser) duration(n *yaml.Node, what string) (Duration, bool) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return Never, true
+	}
+	if !p.scalar(n, what) {
+		return Duration{}, false
+	}
+	if n.Tag == "!!int" || n.Tag == "!!float" {
+		p.errf(n, "%s: %s needs a unit (30m, 48h, 7d), or null for never", what, n.Value)
+		return Duration{}, false
+	}
+	d, err := ParseDuration(n.Value)
+	if err != nil {
+		p.errf(n, "%s: %v", what, err)
+		return Duration{}, false
+	}
+	return d, true
+}
+
+func (p *parser) strList(n *yaml.Node, what string) []string {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.errf(n, "%s: expected a list, found %s", what, kindName(n))
+		return nil
+	}
+	out := []string{}
+	for _, e := range n.Content {
+		if s, ok := p.str(e, what+" entry"); ok {
+			out = append(out, s)
+		} else {
+			out = append(out, "")
+		}
+	}
+	return out
+}
+
+func (p *parser) absPath(n *yaml.Node, what string) string {
+	s, ok := p.str(n, what)
+	if !ok {
+		return ""
+	}
+	if !filepath.IsAbs(s) {
+		p.errf(n, "%s: %q must be an absolute path", what, s)
+	}
+	return filepath.Clean(s)
+}
+
+// limits parses the limit keys of one level. extra handles keys a level adds
+// (members, reason); it returns false for a key it does not know.
+func (p *parser) limits(n *yaml.Node, what string, l *Limits, extra func(k, v *yaml.Node) bool) {
+	p.mapping(n, what, func(k, v *yaml.Node) {
+		w := what + "." + k.Value
+		switch k.Value {
+		case "gpus":
+			if x, ok := p.integer(v, w, 0); ok {
+				i := int(x)
+				l.GPUs = &i
+			}
+		case "cpus":
+			if x, ok := p.number(v, w); ok {
+				if x <= 0 {
+					p.errf(v, "%s: must be more than 0, found %v", w, x)
+				} else if x > 1024 {
+					p.errf(v, "%s: %v is more CPUs than any machine has", w, x)
+				} else {
+					l.CPUs = &x
+				}
+			}
+		case "memory":
+			if s, ok := p.size(v, w); ok {
+				if s < minMemory {
+					p.errf(v, "%s: %s is below docker's minimum of 6m", w, v.Value)
+				} else {
+					l.Memory = &s
+				}
+			}
+		case "memory_swap":
+			if s, ok := p.size(v, w); ok {
+				if s < minMemory {
+					p.errf(v, "%s: %s is below docker's minimum of 6m", w, v.Value)
+				} else {
+					l.MemorySwap = &s
+				}
+			}
+		case "shm_size":
+			if s, ok := p.size(v, w); ok {
+				if s == 0 {
+					p.errf(v, "%s: must be more than 0", w)
+				} else {
+					l.ShmSize = &s
+				}
+			}
+		case "pids_limit":
+			if x, ok := p.integer(v, w, 1); ok {
+				l.PidsLimit = &x
+			}
+		case "idle_timeout":
+			if d, ok := p.duration(v, w); ok {
+				l.IdleTimeout = &d
+			}
+		case "max_containers":
+			if x, ok := p.integer(v, w, 0); ok {
+				i := int(x)
+				l.MaxContainers = &i
+			}
+		default:
+			if extra != nil && extra(k, v) {
+				return
+			}
+			p.errf(k, "%s: unknown limit %q (limits are: %s)", what, k.Value, strings.Join(LimitKeys, ", "))
+		}
+	})
+	if l.Memory != nil && l.MemorySwap != nil && *l.MemorySwap < *l.Memory {
+		p.errf(n, "%s: memory_swap (%s) is less than memory (%s); it counts memory plus swap", what, *l.MemorySwap, *l.Memory)
+	}
+}
+
+func (p *parser) groups(n *yaml.Node, c *Config) {
+	p.mapping(n, "groups", func(k, v *yaml.Node) {
+		g := Group{Name: k.Value, Line: k.Line}
+		if !NamePattern.MatchString(g.Name) {
+			p.errf(k, "groups: %q is not a valid group name", g.Name)
+		}
+		hasMembers := false
+		p.limits(v, "groups."+g.Name, &g.Limits, func(mk, mv *yaml.Node) bool {
+			if mk.Value != "members" {
+				return false
+			}
+			hasMembers = true
+			g.Members = p.strList(mv, "groups."+g.Name+".members")
+			for i, m := range g.Members {
+				if m != "" && !NamePattern.MatchString(strings.TrimPrefix(m, "@")) {
+					p.errf(mv.Content[i], "groups.%s.members: %q is not a user name or @unixgroup", g.Name, m)
+				}
+			}
+			return true
+		})
+		if !hasMembers && v.Kind == yaml.MappingNode {
+			p.errf(k, "groups.%s: has no members", g.Name)
+		}
+		c.Groups = append(c.Groups, g)
+	})
+}
+
+func (p *parser) overrides(n *yaml.Node, c *Config) {
+	p.mapping(n, "user_overrides", func(k, v *yaml.Node) {
+		o := Override{User: k.Value, Line: k.Line}
+		if !NamePattern.MatchString(o.User) {
+			p.errf(k, "user_overrides: %q is not a valid user name", o.User)
+		}
+		p.limits(v, "user_overrides."+o.User, &o.Limits, func(rk, rv *yaml.Node) bool {
+			if rk.Value != "reason" {
+				return false
+			}
+			o.Reason, _ = p.str(rv, "user_overrides."+o.User+".reason")
+			return true
+		})
+		c.UserOverrides = append(c.UserOverrides, o)
+	})
+}
+
+func (p *parser) policies(n *yaml.Node, pol *Policies) {
+	p.mapping(n, "policies", func(k, v *yaml.Node) {
+		w := "policies." + k.Value
+		switch k.Value {
+		case "max_containers_per_user":
+			if x, ok := p.integer(v, w, 0); ok {
+				i := int(x)
+				pol.MaxContainersPerUser = &i
+			}
+		case "allow_root":
+			pol.AllowRoot = p.boolean(v, w)
+		case "allow_swap":
+			pol.AllowSwap = p.boolean(v, w)
+		case "bind_address":
+			if s, ok := p.str(v, w); ok {
+				if !ipRE.MatchString(s) {
+					p.errf(v, "%s: %q is not an IP address", w, s)
+				}
+				pol.BindAddress = s
+			}
+		case "workspace":
+			if s, ok := p.str(v, w); ok {
+				if !strings.HasPrefix(s, "~/") && !filepath.IsAbs(s) {
+					p.errf(v, "%s: %q must be absolute or start with ~/", w, s)
+				}
+				pol.Workspace = s
+			}
+		case "mount_roots":
+			pol.MountRoots = p.strList(v, w)
+			for i, r := range pol.MountRoots {
+				if !filepath.IsAbs(r) || filepath.Clean(r) == "/" {
+					p.errf(v.Content[i], "%s: %q must be an absolute path other than /", w, r)
+				}
+			}
+		case "capabilities":
+			pol.Capabilities = p.strList(v, w)
+			for i, cp := range pol.Capabilities {
+				if !capRE.MatchString(cp) {
+					p.errf(v.Content[i], "%s: %q is not a capability name like SYS_PTRACE", w, cp)
+				} else if strings.EqualFold(strings.TrimPrefix(cp, "CAP_"), "SYS_ADMIN") || strings.EqualFold(cp, "ALL") {
+					p.errf(v.Content[i], "%s: %s would let a user escape the container; mlc does not grant it", w, cp)
+				}
+			}
+		case "devices":
+			pol.Devices = p.strList(v, w)
+			for i, d := range pol.Devices {
+				if !strings.HasPrefix(d, "/dev/") {
+					p.errf(v.Content[i], "%s: %q is not a /dev path", w, d)
+				}
+			}
+		default:
+			p.errf(k, "policies: unknown key %q (known: max_containers_per_user, allow_root, allow_swap, bind_address, workspace, mount_roots, capabilities, devices)", k.Value)
+		}
+	})
+}
+
+var (
+	ipRE  = regexp.MustCompile(`^(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*)$`)
+	capRE = regexp.MustCompile(`^(CAP_)?[A-Z_]+$`)
+)
+
+func (p *parser) images(n *yaml.Node, c *Config) {
+	p.mapping(n, "images", func(k, v *yaml.Node) {
+		im := Image{Alias: k.Value, Line: k.Line}
+		if !AliasPattern.MatchString(im.Alias) {
+			p.errf(k, "images: %q is not a valid alias (letters, digits, _ . -)", im.Alias)
+		}
+		p.mapping(v, "images."+im.Alias, func(ik, iv *yaml.Node) {
+			w := "images." + im.Alias + "." + ik.Value
+			switch ik.Value {
+			case "image":
+				im.Image, _ = p.str(iv, w)
+			case "framework":
+				im.Framework, _ = p.str(iv, w)
+			case "version":
+				im.Version, _ = p.str(iv, w)
+			default:
+				p.errf(ik, "images.%s: unknown key %q (known: image, framework, version)", im.Alias, ik.Value)
+			}
+		})
+		if im.Image == "" {
+			p.errf(k, "images.%s: missing image reference (image: REPOSITORY:TAG)", im.Alias)
+		} else if strings.ContainsAny(im.Image, " \t") {
+			p.errf(k, "images.%s: image reference %q contains spaces", im.Alias, im.Image)
+		}
+		if im.Framework == "" {
+			im.Framework = im.Alias
+		}
+		c.Images = append(c.Images, im)
+	})
+}
+
+func (p *parser) gpu(n *yaml.Node, g *GPU) {
+	p.mapping(n, "gpu", func(k, v *yaml.Node) {
+		w := "gpu." + k.Value
+		switch k.Value {
+		case "mode":
+			if s, ok := p.str(v, w); ok {
+				if s != "exclusive" && s != "shared" {
+					p.errf(v, "%s: %q is not exclusive or shared", w, s)
+				}
+				g.Mode = s
+			}
+		case "max_per_gpu":
+			if x, ok := p.integer(v, w, 1); ok {
+				g.MaxPerGPU = int(x)
+			}
+		case "strategy":
+			if s, ok := p.str(v, w); ok {
+				if s != "spread" && s != "pack" && s != "last-used" {
+					p.errf(v, "%s: %q is not spread, pack or last-used", w, s)
+				}
+				g.Strategy = s
+			}
+		case "runtime":
+			if s, ok := p.str(v, w); ok {
+				if s != "nvidia" && s != "env" {
+					p.errf(v, "%s: %q is not nvidia or env", w, s)
+				}
+				g.Runtime = s
+			}
+		case "fake_count":
+			if x, ok := p.integer(v, w, 0); ok {
+				if x > 64 {
+					p.errf(v, "%s: at most 64 fake GPUs", w)
+				}
+				g.FakeCount = int(x)
+			}
+		case "hold_after_stop":
+			if d, ok := p.duration(v, w); ok {
+				g.HoldAfterStop = d
+			}
+		case "pending_timeout":
+			if d, ok := p.duration(v, w); ok {
+				if d.Never {
+					p.errf(v, "%s: must be a duration, not never", w)
+				}
+				g.PendingTimeout = d
+			}
+		default:
+			p.errf(k, "gpu: unknown key %q (known: mode, max_per_gpu, strategy, runtime, fake_count, hold_after_stop, pending_timeout)", k.Value)
+		}
+	})
+	if g.Mode == "exclusive" {
+		g.MaxPerGPU = 1
+	}
+}
+
+func (p *parser) cleanup(n *yaml.Node, cl *Cleanup) {
+	p.mapping(n, "cleanup", func(k, v *yaml.Node) {
+		w := "cleanup." + k.Value
+		switch k.Value {
+		case "idle_cpu_percent", "idle_gpu_percent":
+			if x, ok := p.number(v, w); ok {
+				if x < 0 || x > 100 {
+					p.errf(v, "%s: must be between 0 and 100", w)
+				}
+				if k.Value == "idle_cpu_percent" {
+					cl.IdleCPUPercent = x
+				} else {
+					cl.IdleGPUPercent = x
+				}
+			}
+		case "remove_stopped_after":
+			if d, ok := p.duration(v, w); ok {
+				cl.RemoveStoppedAfter = d
+			}
+		case "prune_images":
+			cl.PruneImages = p.boolean(v, w)
+		default:
+			p.errf(k, "cleanup: unknown key %q (known: idle_cpu_percent, idle_gpu_percent, remove_stopped_after, prune_images)", k.Value)
+		}
+	})
+}
+
+// crossCheck finds problems that span sections.
+func (p *parser) crossCheck(c *Config) {
+	in := map[string]string{}
+	for _, g := range c.Groups {
+		for _, m := range g.Members {
+			if m == "" {
+				continue
+			}
+			if other, dup := in[m]; dup {
+				what := "user"
+				if strings.HasPrefix(m, "@") {
+					what = "unix group"
+				}
+				p.errs = append(p.errs, Error{File: p.file, Line: g.Line,
+					Msg: fmt.Sprintf("groups.%s: %s %q is already in group %q; a user may be in one group only", g.Name, what, m, other)})
+				continue
+			}
+			in[m] = g.Name
+		}
+	}
+	if c.Defaults.MaxContainers != nil && c.Policies.MaxContainersPerUser != nil &&
+		*c.Defaults.MaxContainers != *c.Policies.MaxContainersPerUser {
+		p.errs = append(p.errs, Error{File: p.file, Msg: fmt.Sprintf(
+			"defaults.max_containers (%d) and policies.max_containers_per_user (%d) disagree; set one",
+			*c.Defaults.MaxContainers, *c.Policies.MaxContainersPerUser)})
+	}
+}
