@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/mlc-lab/mlc/errs"
@@ -20,8 +22,10 @@ var defaultYAML []byte
 // EmbeddedName is the Source of the compiled-in default policy.
 const EmbeddedName = "<embedded default>"
 
-// SystemPath is where an installed policy lives.
-const SystemPath = "/etc/mlc/resource-limits.yaml"
+// SystemPath is where an installed policy lives. It is fixed at build time
+// (-ldflags -X github.com/mlc-lab/mlc/config.SystemPath=...), never taken
+// from the environment, because under sudo it decides what users may do.
+var SystemPath = "/etc/mlc/resource-limits.yaml"
 
 // Limits are the values a policy level (defaults, a group, an override) may set.
 // A nil field is not set at that level.
@@ -138,13 +142,48 @@ func Locate(flag string) string {
 	return ""
 }
 
-// LoadFrom loads Locate(flag)'s file, or the embedded default.
+// LoadFrom loads Locate(flag)'s file, or the embedded default, and applies
+// the MLC_STATE_DIR, MLC_AUDIT_LOG and MLC_FAKE_GPUS overrides.
 func LoadFrom(flag string) (*Config, error) {
-	p := Locate(flag)
+	c, err := loadPath(Locate(flag))
+	if err != nil {
+		return nil, err
+	}
+	return c, c.applyEnv()
+}
+
+// LoadSystem loads SystemPath (or the embedded default where it does not
+// exist) and ignores the environment: what sudo runs for a user.
+func LoadSystem() (*Config, error) {
+	p := ""
+	if _, err := os.Stat(SystemPath); err == nil {
+		p = SystemPath
+	}
+	return loadPath(p)
+}
+
+func loadPath(p string) (*Config, error) {
 	if p == "" {
 		return Default(), nil
 	}
 	return Load(p)
+}
+
+func (c *Config) applyEnv() error {
+	if v := os.Getenv("MLC_STATE_DIR"); v != "" {
+		c.StateDir = v
+	}
+	if v := os.Getenv("MLC_AUDIT_LOG"); v != "" {
+		c.AuditLog = v
+	}
+	if v := os.Getenv("MLC_FAKE_GPUS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 64 {
+			return errs.New(errs.Config, "MLC_FAKE_GPUS=%q is not a number from 0 to 64", v)
+		}
+		c.GPU.FakeCount = n
+	}
+	return nil
 }
 
 // Load reads and parses one file. Every failure is of kind errs.Config.
@@ -243,3 +282,15 @@ func (l ErrorList) Error() string {
 
 // ErrKind makes errs.KindOf classify an ErrorList as a config error.
 func (l ErrorList) ErrKind() errs.Kind { return errs.Config }
+
+// MatchProtected is whether any of names matches the policy's protected patterns.
+func MatchProtected(c *Config, names ...string) bool {
+	for _, pat := range c.Protected {
+		for _, n := range names {
+			if ok, _ := filepath.Match(pat, n); ok && n != "" {
+				return true
+			}
+		}
+	}
+	return false
+}

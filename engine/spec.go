@@ -30,9 +30,10 @@ const (
 	LabelMemory    = "mlc.memory"
 )
 
-// DockerName is the engine's name for user's container NAME. The user name
-// is part of it, so two users may both have a container called thesis.
-func DockerName(user, name string) string { return "mlc-" + user + "-" + name }
+// DockerName is the engine's name for container NAME of the user with uid.
+// The uid (digits only) keeps it unambiguous: two users may both have a
+// container called thesis, and user names may themselves contain "-".
+func DockerName(uid int, name string) string { return fmt.Sprintf("mlc-%d-%s", uid, name) }
 
 // Mount is a bind mount.
 type Mount struct {

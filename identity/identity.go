@@ -132,3 +132,12 @@ func (SystemDirectory) Groups(name string) ([]string, bool, error) {
 	}
 	return groupNames(u), true, nil
 }
+
+// ForUser is whether mlc runs as root through sudo on behalf of a non-root
+// user: then the environment and --config are the user's, not the admin's.
+func (e Env) ForUser() bool {
+	return e.EUID == 0 && e.SudoUID != "" && e.SudoUID != "0"
+}
+
+// UIDGID is "uid:gid", as docker's --user takes it.
+func (c *Caller) UIDGID() string { return strconv.Itoa(c.UID) + ":" + strconv.Itoa(c.GID) }

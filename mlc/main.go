@@ -3,12 +3,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/mlc-lab/mlc/config"
 	"github.com/mlc-lab/mlc/errs"
@@ -29,7 +32,10 @@ func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)
 
 // run is main without os.Exit, for tests.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	app := newApp(stdin, stdout, stderr)
+	app.Metadata = map[string]any{"ctx": ctx}
 	args, err := normalize(app, dispatch(args))
 	if err == nil {
 		err = app.Run(args)
@@ -184,7 +190,7 @@ func findCommand(cmds []*cli.Command, name string) *cli.Command {
 }
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
-	s := &session{stdin: stdin, out: stdout, errOut: stderr}
+	s := &session{ctx: context.Background(), stdin: stdin, out: stdout, errOut: stderr}
 	app := &cli.App{
 		Name:    "mlc",
 		Usage:   "fair, per-user ML containers on a shared GPU server",
@@ -211,10 +217,17 @@ Examples:
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return errs.Wrap(errs.Usage, err, "")
 		},
-		Commands: []*cli.Command{
+		DisableSliceFlagSeparator: true,
+		Commands: append(containerCommands(s),
 			limitsCommand(s),
 			versionCommand(s),
-		},
+		),
+	}
+	app.Before = func(c *cli.Context) error {
+		if ctx, ok := c.App.Metadata["ctx"].(context.Context); ok {
+			s.ctx = ctx
+		}
+		return nil
 	}
 	setUsageErrors(app.Commands)
 	return app

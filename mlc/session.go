@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
+	"os"
 	"text/tabwriter"
 
+	"github.com/mlc-lab/mlc/audit"
 	"github.com/mlc-lab/mlc/config"
+	"github.com/mlc-lab/mlc/containers"
+	"github.com/mlc-lab/mlc/engine"
+	"github.com/mlc-lab/mlc/errs"
 	"github.com/mlc-lab/mlc/identity"
 	"github.com/urfave/cli/v2"
 )
@@ -13,27 +19,94 @@ import (
 // session holds what a command needs, loaded on first use so that --help
 // works with a broken policy.
 type session struct {
+	ctx         context.Context
 	stdin       io.Reader
 	out, errOut io.Writer
 	cfg         *config.Config
 	caller      *identity.Caller
+	eng         *engine.Client
+	mgr         *containers.Manager
 }
 
 // setup loads the policy and works out the caller.
+//
+// Run through sudo for a non-root user, mlc uses only the system policy
+// (config.SystemPath, fixed at build time) and ignores MLC_* variables; such
+// a caller may pass --config only when that policy makes them an admin.
 func (s *session) setup(c *cli.Context) error {
 	if s.cfg != nil {
 		return nil
 	}
-	cfg, err := config.LoadFrom(c.String("config"))
+	env := identity.ProcessEnv()
+	flag := c.String("config")
+	var cfg *config.Config
+	var err error
+	if env.ForUser() {
+		cfg, err = config.LoadSystem()
+	} else {
+		cfg, err = config.LoadFrom(flag)
+	}
 	if err != nil {
 		return err
 	}
-	caller, err := identity.Current(cfg, identity.ProcessEnv())
+	caller, err := identity.Current(cfg, env)
 	if err != nil {
 		return err
+	}
+	if env.ForUser() && flag != "" {
+		if !caller.Admin {
+			return errs.New(errs.Permission, "only admins may choose the policy file (--config)")
+		}
+		if cfg, err = config.LoadFrom(flag); err != nil {
+			return err
+		}
 	}
 	s.cfg, s.caller = cfg, caller
 	return nil
+}
+
+// manager sets up the engine client and the lifecycle manager.
+func (s *session) manager(c *cli.Context) (*containers.Manager, error) {
+	if s.mgr != nil {
+		return s.mgr, nil
+	}
+	if err := s.setup(c); err != nil {
+		return nil, err
+	}
+	eng, err := engine.New()
+	if err != nil {
+		return nil, err
+	}
+	s.eng = eng
+	s.mgr = &containers.Manager{
+		Cfg: s.cfg, Eng: eng, Dir: identity.SystemDirectory{}, Audit: &audit.Log{Path: s.cfg.AuditLog},
+		Progress: s.errOut, Version: version, Memlock: engine.Memlock(),
+	}
+	if alloc, err := newAllocator(s.cfg); err != nil {
+		return nil, err
+	} else if alloc != nil {
+		s.mgr.GPUs = alloc
+	}
+	return s.mgr, nil
+}
+
+// actor is the caller acting for --user (admins) or themselves.
+func (s *session) actor(c *cli.Context) (containers.Actor, error) {
+	if err := s.setup(c); err != nil {
+		return containers.Actor{}, err
+	}
+	name := c.String("user")
+	if name == "" || name == s.caller.User {
+		return containers.Self(s.caller), nil
+	}
+	if !s.caller.Admin {
+		return containers.Actor{}, errs.New(errs.Permission, "only admins may act for another user (--user)")
+	}
+	target, err := identity.Lookup(s.cfg, name)
+	if err != nil {
+		return containers.Actor{}, err
+	}
+	return containers.For(s.caller, target)
 }
 
 func (s *session) json(v any) error {
@@ -45,4 +118,9 @@ func (s *session) json(v any) error {
 // table is a tab-separated writer with aligned columns.
 func (s *session) table() *tabwriter.Writer {
 	return tabwriter.NewWriter(s.out, 0, 0, 2, ' ', 0)
+}
+
+func (s *session) stdinTerminal() bool {
+	f, ok := s.stdin.(*os.File)
+	return ok && engine.StdinIsTerminal(f)
 }
