@@ -118,4 +118,4 @@ func (f *fakeEngine) Inspect(_ context.Context, id string) (engine.Container, er
 	return *c, nil
 }
 func (f *fakeEngine) Exec(context.Context, string, engine.ExecOptions) (int, error) { return 0, nil }
-func (f *fakeEngine) Logs(context.Context, string, engine.LogOptions) error        { return nil }
+func (f *fakeEngine) Logs(context.Context, string, engine.LogOptions) error         { return nil }
