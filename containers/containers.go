@@ -38,6 +38,9 @@ type Manager struct {
 	Version  string
 	// Memlock is the memlock ulimit to ask for (-1 unlimited); see engine.Memlock.
 	Memlock int64
+	// HostCPUs caps the CPU limit (the engine refuses more than the host has);
+	// 0 means this machine's count (mlc runs beside the engine).
+	HostCPUs int
 }
 
 // Actor is who acts (Caller) and for whom (Target, the caller unless an

@@ -74,7 +74,7 @@ func setup(t *testing.T) *env {
 		e.bob.UID = uid // cannot chown to another uid
 	}
 	e.m = &Manager{Cfg: cfg, Eng: f, Dir: limits.MapDirectory{"alice": nil, "bob": nil, "boss": nil},
-		Audit: &audit.Log{Path: filepath.Join(base, "audit.jsonl")}, Version: "test", Memlock: -1}
+		Audit: &audit.Log{Path: filepath.Join(base, "audit.jsonl")}, Version: "test", Memlock: -1, HostCPUs: 64}
 	return e
 }
 
@@ -112,6 +112,15 @@ func TestCreateAppliesLimits(t *testing.T) {
 	}
 	if e.f.byID[out.ID].State != "running" {
 		t.Error("not started")
+	}
+}
+
+func TestCPUsCappedAtHost(t *testing.T) {
+	e := setup(t)
+	e.m.HostCPUs = 2
+	out, err := e.create(t, e.alice, CreateRequest{Name: "a", Framework: "busybox"})
+	if err != nil || e.f.specs[out.ID].NanoCPUs != 2e9 || e.f.specs[out.ID].Labels[engine.LabelCPUs] != "2" {
+		t.Fatalf("policy 4 CPUs on a 2-CPU host: %v %+v", err, out)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -111,6 +112,10 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	cpus, mem, err := fitLimits(r, lim)
 	if err != nil {
 		return nil, err
+	}
+	// A limit above the machine's size means all of it; the engine refuses more.
+	if host := float64(m.hostCPUs()); cpus > host {
+		cpus = host
 	}
 	if r.GPUs < 0 {
 		return nil, errs.New(errs.Usage, "--gpus must be 0 or more")
@@ -508,4 +513,11 @@ func (m *Manager) makeWorkspace(a Actor, ws string) error {
 		}
 	}
 	return nil
+}
+
+func (m *Manager) hostCPUs() int {
+	if m.HostCPUs > 0 {
+		return m.HostCPUs
+	}
+	return runtime.NumCPU()
 }

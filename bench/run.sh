@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# All benchmarks; results also go to bench/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p bench/results
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+bench/create.sh | tee "bench/results/create-$stamp.txt"
+if [ -x bench/ledger.sh ]; then bench/ledger.sh | tee "bench/results/ledger-$stamp.txt"; fi
