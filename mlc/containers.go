@@ -150,10 +150,19 @@ func simpleCommand(s *session, name, usage, example string, flags []cli.Flag,
 			if err != nil {
 				return err
 			}
-			return fn(c, m, a, c.Args().First())
+			if err := fn(c, m, a, c.Args().First()); err != nil {
+				return err
+			}
+			if done := doneWords[name]; done != "" {
+				fmt.Fprintf(s.out, "%s %s\n", done, c.Args().First())
+			}
+			return nil
 		},
 	}
 }
+
+var doneWords = map[string]string{"start": "started", "stop": "stopped", "kill": "killed", "remove": "removed",
+	"protect": "protected", "unprotect": "unprotected"}
 
 func (s *session) managerActor(c *cli.Context) (*containers.Manager, containers.Actor, error) {
 	m, err := s.manager(c)
