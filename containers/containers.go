@@ -155,6 +155,8 @@ func (m *Manager) List(ctx context.Context, a Actor, all bool) ([]Row, error) {
 	return rows, nil
 }
 
+func hasGPUs(c engine.Container) bool { return c.Labels[engine.LabelGPUs] != "" }
+
 func splitList(s string) []string {
 	if s == "" {
 		return []string{}
@@ -174,7 +176,7 @@ func (m *Manager) Start(ctx context.Context, a Actor, name string) error {
 	if c.State == "running" {
 		return errs.New(errs.Conflict, "%s is already running", name)
 	}
-	if m.GPUs != nil && len(splitList(c.Labels[engine.LabelGPUs])) > 0 {
+	if m.GPUs != nil && hasGPUs(c) {
 		if err := m.GPUs.EnsureHeld(ctx, c); err != nil {
 			m.audit(a, "start", name, err, nil)
 			return err
@@ -198,7 +200,7 @@ func (m *Manager) Stop(ctx context.Context, a Actor, name string, timeout int) e
 		return errs.New(errs.Conflict, "%s is not running (%s)", name, c.State)
 	}
 	err = m.Eng.Stop(ctx, c.ID, timeout)
-	if err == nil && m.GPUs != nil {
+	if err == nil && m.GPUs != nil && hasGPUs(c) {
 		err = m.GPUs.Stopped(ctx, c)
 	}
 	m.audit(a, "stop", name, err, nil)
@@ -218,7 +220,7 @@ func (m *Manager) Kill(ctx context.Context, a Actor, name string) error {
 		return errs.New(errs.Conflict, "%s is not running (%s)", name, c.State)
 	}
 	err = m.Eng.Kill(ctx, c.ID)
-	if err == nil && m.GPUs != nil {
+	if err == nil && m.GPUs != nil && hasGPUs(c) {
 		err = m.GPUs.Stopped(ctx, c)
 	}
 	m.audit(a, "kill", name, err, nil)
@@ -245,7 +247,7 @@ func (m *Manager) Remove(ctx context.Context, a Actor, name string, force bool) 
 	}
 	err = m.Eng.Remove(ctx, c.ID, force)
 	if err == nil {
-		if m.GPUs != nil {
+		if m.GPUs != nil && (hasGPUs(c) || c.Labels[engine.LabelAlloc] != "") {
 			err = m.GPUs.Removed(ctx, c)
 		}
 		m.clearProtectMark(c.ID)

@@ -40,6 +40,7 @@ type Allocator interface {
 // ClaimRequest asks for GPUs.
 type ClaimRequest struct {
 	User      string
+	Name      string // the user's short name
 	Container string // the Docker name
 	N         int
 	Quota     int    // the user's gpus limit
@@ -53,6 +54,7 @@ type ClaimRequest struct {
 type Claim struct {
 	ID    int64
 	UUIDs []string
+	Fake  bool // fake GPUs: pinned through the env runtime whatever the policy says
 }
 
 // CreateRequest is `mlc create`'s arguments.
@@ -225,7 +227,7 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 		if m.GPUs == nil {
 			return nil, errs.New(errs.Unavailable, "this server has no GPUs (no NVML, and gpu.fake_count is 0)")
 		}
-		claim, err = m.GPUs.Claim(ctx, ClaimRequest{User: a.Target.User, Container: dockerName, N: r.GPUs,
+		claim, err = m.GPUs.Claim(ctx, ClaimRequest{User: a.Target.User, Name: r.Name, Container: dockerName, N: r.GPUs,
 			Quota: lim.GPUs.Value, QuotaFrom: lim.GPUs.Source, Wait: r.Wait, Timeout: r.Timeout,
 			Progress: func(msg string) {
 				if m.Progress != nil {
@@ -237,6 +239,9 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 			return nil, err
 		}
 		spec.GPUs = claim.UUIDs
+		if claim.Fake {
+			spec.GPURuntime = "env"
+		}
 		spec.Labels[engine.LabelGPUs] = strings.Join(claim.UUIDs, ",")
 		spec.Labels[engine.LabelAlloc] = strconv.FormatInt(claim.ID, 10)
 	}

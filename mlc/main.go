@@ -219,6 +219,7 @@ Examples:
 		},
 		DisableSliceFlagSeparator: true,
 		Commands: append(containerCommands(s),
+			gpuCommand(s),
 			limitsCommand(s),
 			versionCommand(s),
 		),

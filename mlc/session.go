@@ -12,6 +12,7 @@ import (
 	"github.com/mlc-lab/mlc/containers"
 	"github.com/mlc-lab/mlc/engine"
 	"github.com/mlc-lab/mlc/errs"
+	"github.com/mlc-lab/mlc/gpualloc"
 	"github.com/mlc-lab/mlc/identity"
 	"github.com/urfave/cli/v2"
 )
@@ -26,6 +27,7 @@ type session struct {
 	caller      *identity.Caller
 	eng         *engine.Client
 	mgr         *containers.Manager
+	inv         gpualloc.Inventory
 }
 
 // setup loads the policy and works out the caller.
@@ -82,11 +84,7 @@ func (s *session) manager(c *cli.Context) (*containers.Manager, error) {
 		Cfg: s.cfg, Eng: eng, Dir: identity.SystemDirectory{}, Audit: &audit.Log{Path: s.cfg.AuditLog},
 		Progress: s.errOut, Version: version, Memlock: engine.Memlock(),
 	}
-	if alloc, err := newAllocator(s.cfg); err != nil {
-		return nil, err
-	} else if alloc != nil {
-		s.mgr.GPUs = alloc
-	}
+	s.mgr.GPUs = newAllocator(s.cfg, eng, &s.inv)
 	return s.mgr, nil
 }
 
@@ -123,4 +121,8 @@ func (s *session) table() *tabwriter.Writer {
 func (s *session) stdinTerminal() bool {
 	f, ok := s.stdin.(*os.File)
 	return ok && engine.StdinIsTerminal(f)
+}
+
+func auditEntry(s *session, action string, detail any) audit.Entry {
+	return audit.Entry{Caller: s.caller.User, CallerUID: s.caller.UID, Action: action, Detail: detail}
 }
