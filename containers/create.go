@@ -238,6 +238,7 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 			m.audit(a, "create", r.Name, err, nil)
 			return nil, err
 		}
+		failpoint("claimed")
 		spec.GPUs = claim.UUIDs
 		if claim.Fake {
 			spec.GPURuntime = "env"
@@ -265,11 +266,13 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 		}
 		return nil, undo("", err)
 	}
+	failpoint("created")
 	if claim.ID != 0 {
 		if err := m.GPUs.Activate(ctx, claim.ID, id); err != nil {
 			return nil, undo(id, err)
 		}
 	}
+	failpoint("activated")
 	if !r.NoStart {
 		if err := m.Eng.Start(ctx, id); err != nil {
 			if errs.Is(err, errs.Conflict) && len(ports) > 0 {
