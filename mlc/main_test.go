@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/mlc-lab/mlc/internal/testenv"
 )
 
 func mlc(t *testing.T, args ...string) (string, string, int) {
@@ -120,5 +123,51 @@ func TestNormalizeMovesFlags(t *testing.T) {
 	want := []string{"mlc", "--config", "x.yaml", "limits", "show", "--json", "alice"}
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %v %v", got, err)
+	}
+}
+
+func TestCreateFlagsAnywhereDryRun(t *testing.T) {
+	testenv.Engine(t)
+	dir := t.TempDir()
+	t.Setenv("MLC_STATE_DIR", dir)
+	t.Setenv("MLC_AUDIT_LOG", filepath.Join(dir, "audit.jsonl"))
+	p := writePolicy(t, "defaults:\n  cpus: 2\n  memory: 1g\nimages:\n  bb:\n    image: mlc/busybox:latest\n    framework: busybox\n    version: \"1.35\"\n")
+	out, errOut, code := mlc(t, "--config", p, "create", "dry", "busybox", "1.35", "--cpus", "1.5", "-p", "8888", "-p", "9000:9001",
+		"--env", "A=1,2", "--memory", "512m", "--dry-run", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var req struct {
+		Name   string
+		Config struct {
+			Env  []string
+			User string
+		} `json:"config"`
+		HostConfig struct {
+			NanoCpus     int64
+			Memory       int64
+			PortBindings map[string][]struct{ HostIp, HostPort string }
+		} `json:"host_config"`
+	}
+	if err := json.Unmarshal([]byte(out), &req); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if req.HostConfig.NanoCpus != 1.5e9 || req.HostConfig.Memory != 512<<20 || len(req.HostConfig.PortBindings) != 2 ||
+		req.HostConfig.PortBindings["9001/tcp"][0].HostPort != "9000" || req.HostConfig.PortBindings["8888/tcp"][0].HostIp != "127.0.0.1" {
+		t.Fatalf("request: %+v", req.HostConfig)
+	}
+	if !strings.Contains(strings.Join(req.Config.Env, " "), "A=1,2") {
+		t.Fatalf("--env with a comma was split: %v", req.Config.Env)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "audit.jsonl")); err == nil {
+		t.Fatal("a dry run wrote the audit log")
+	}
+	_, errOut, code = mlc(t, "--config", p, "create", "x", "busybox", "--timeout", "1h")
+	if code != 2 || !strings.Contains(errOut, "--timeout only applies with --wait") {
+		t.Fatalf("timeout without wait: %d %q", code, errOut)
+	}
+	_, errOut, code = mlc(t, "--config", p, "create", "x", "busybox", "--memory", "12x")
+	if code != 2 || !strings.Contains(errOut, `--memory: invalid size "12x"`) {
+		t.Fatalf("bad memory: %d %q", code, errOut)
 	}
 }
