@@ -11,6 +11,8 @@ LDFLAGS  := -X main.version=$(VERSION) '-extldflags=-Wl,-z,lazy'
 COMMANDS := create open list start stop kill remove logs protect unprotect limits gpu
 FUZZTIME ?= 60s
 
+comma := ,
+
 export CGO_ENABLED = 1
 
 .PHONY: all build test unit test-env demo install uninstall fuzz bench vet fmt clean
@@ -57,7 +59,7 @@ install: build
 	@for c in $(COMMANDS); do ln -sf mlc $(DESTDIR)$(BINDIR)/mlc-$$c; done
 	install -d -m 0755 $(DESTDIR)/etc/mlc $(DESTDIR)/etc/sudoers.d
 	test -e $(DESTDIR)/etc/mlc/resource-limits.yaml || install -m 0644 config/default.yaml $(DESTDIR)/etc/mlc/resource-limits.yaml
-	sed 's|@BINDIR@|$(BINDIR)|g' deploy/sudoers.in > deploy/.sudoers.tmp
+	sed -e 's|@COMMANDS@|$(BINDIR)/mlc$(foreach c,$(COMMANDS),$(comma) $(BINDIR)/mlc-$(c))|' -e 's|@BINDIR@|$(BINDIR)|g' deploy/sudoers.in > deploy/.sudoers.tmp
 	install -m 0440 deploy/.sudoers.tmp $(DESTDIR)/etc/sudoers.d/mlc && rm -f deploy/.sudoers.tmp
 	@if [ -z "$(DESTDIR)" ] && command -v visudo >/dev/null; then visudo -cf /etc/sudoers.d/mlc; fi
 	@getent group mlc-users >/dev/null || [ -n "$(DESTDIR)" ] || groupadd --system mlc-users
