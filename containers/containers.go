@@ -189,26 +189,16 @@ func (m *Manager) Start(ctx context.Context, a Actor, name string) error {
 
 // Stop stops a container, killing it after timeout seconds.
 func (m *Manager) Stop(ctx context.Context, a Actor, name string, timeout int) error {
-	c, err := m.Find(ctx, a, name)
-	if err != nil {
-		return err
-	}
-	if err := m.ready(); err != nil {
-		return err
-	}
-	if c.State != "running" && c.State != "restarting" && c.State != "paused" {
-		return errs.New(errs.Conflict, "%s is not running (%s)", name, c.State)
-	}
-	err = m.Eng.Stop(ctx, c.ID, timeout)
-	if err == nil && m.GPUs != nil && hasGPUs(c) {
-		err = m.GPUs.Stopped(ctx, c)
-	}
-	m.audit(a, "stop", name, err, nil)
-	return err
+	return m.halt(ctx, a, name, "stop", func(id string) error { return m.Eng.Stop(ctx, id, timeout) })
 }
 
 // Kill force-stops a container.
 func (m *Manager) Kill(ctx context.Context, a Actor, name string) error {
+	return m.halt(ctx, a, name, "kill", func(id string) error { return m.Eng.Kill(ctx, id) })
+}
+
+// halt stops a running container with fn and tells the GPU ledger.
+func (m *Manager) halt(ctx context.Context, a Actor, name, action string, fn func(id string) error) error {
 	c, err := m.Find(ctx, a, name)
 	if err != nil {
 		return err
@@ -219,11 +209,11 @@ func (m *Manager) Kill(ctx context.Context, a Actor, name string) error {
 	if c.State != "running" && c.State != "restarting" && c.State != "paused" {
 		return errs.New(errs.Conflict, "%s is not running (%s)", name, c.State)
 	}
-	err = m.Eng.Kill(ctx, c.ID)
+	err = fn(c.ID)
 	if err == nil && m.GPUs != nil && hasGPUs(c) {
 		err = m.GPUs.Stopped(ctx, c)
 	}
-	m.audit(a, "kill", name, err, nil)
+	m.audit(a, action, name, err, nil)
 	return err
 }
 

@@ -262,13 +262,7 @@ func (l *Ledger) tryClaim(tx *sql.Tx, r Request) (*Claimed, []holding, error) {
 	if held+r.N > r.Quota {
 		return nil, hs, errs.New(errs.Quota, "you hold %d GPUs and asked for %d more; your gpus limit is %d (%s)", held, r.N, r.Quota, r.QuotaFrom)
 	}
-	used := map[string]map[int]bool{}
-	for _, h := range hs {
-		if used[h.uuid] == nil {
-			used[h.uuid] = map[int]bool{}
-		}
-		used[h.uuid][h.slot] = true
-	}
+	used := usedSlots(hs)
 	var free []GPU
 	for _, g := range l.inv {
 		if len(used[g.UUID]) < l.opt.MaxPerGPU {
@@ -574,35 +568,52 @@ func (l *Ledger) Rehold(ctx context.Context, user, name, dockerName, containerID
 		if err != nil {
 			return err
 		}
-		used := map[string]map[int]bool{}
+		used := usedSlots(hs)
 		for _, h := range hs {
-			if used[h.uuid] == nil {
-				used[h.uuid] = map[int]bool{}
-			}
-			used[h.uuid][h.slot] = true
 			if len(used[h.uuid]) >= l.opt.MaxPerGPU && contains(uuids, h.uuid) {
 				return errs.New(errs.Unavailable, "%s's GPU %s went to %s/%s while it was stopped; remove it and create a new one",
 					name, h.uuid, h.user, h.name)
 			}
 		}
-		p := l.self
-		res, err := tx.Exec(`INSERT INTO claims (user, name, container, container_id, state, pid, pid_start, created_ms, activated_ms)
-			VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?)`, user, name, dockerName, containerID, p.pid, p.start, l.ms(), l.ms())
-		if err != nil {
+		return l.insertActive(tx, used, user, name, dockerName, containerID, uuids)
+	}), "re-claiming")
+}
+
+// usedSlots maps each GPU to its taken slots.
+func usedSlots(hs []holding) map[string]map[int]bool {
+	used := map[string]map[int]bool{}
+	for _, h := range hs {
+		if used[h.uuid] == nil {
+			used[h.uuid] = map[int]bool{}
+		}
+		used[h.uuid][h.slot] = true
+	}
+	return used
+}
+
+// insertActive records an active claim of uuids for an existing container,
+// each in its lowest free slot.
+func (l *Ledger) insertActive(tx *sql.Tx, used map[string]map[int]bool, user, name, dockerName, containerID string, uuids []string) error {
+	p := l.self
+	res, err := tx.Exec(`INSERT INTO claims (user, name, container, container_id, state, pid, pid_start, created_ms, activated_ms)
+		VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?)`, user, name, dockerName, containerID, p.pid, p.start, l.ms(), l.ms())
+	if err != nil {
+		return err
+	}
+	id, _ := res.LastInsertId()
+	for _, u := range uuids {
+		slot := 0
+		for used[u][slot] {
+			slot++
+		}
+		if slot >= l.opt.MaxPerGPU {
+			return errorf("GPU %s is held by another container", u)
+		}
+		if _, err := tx.Exec(`INSERT INTO claim_gpus (claim_id, gpu_uuid, slot) VALUES (?, ?, ?)`, id, u, slot); err != nil {
 			return err
 		}
-		id, _ := res.LastInsertId()
-		for _, u := range uuids {
-			slot := 0
-			for used[u][slot] {
-				slot++
-			}
-			if _, err := tx.Exec(`INSERT INTO claim_gpus (claim_id, gpu_uuid, slot) VALUES (?, ?, ?)`, id, u, slot); err != nil {
-				return err
-			}
-		}
-		return nil
-	}), "re-claiming")
+	}
+	return nil
 }
 
 func contains(list []string, s string) bool {

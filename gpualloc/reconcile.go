@@ -217,33 +217,7 @@ func (l *Ledger) adopt(tx *sql.Tx, ct Container) error {
 	if err != nil {
 		return err
 	}
-	used := map[string]map[int]bool{}
-	for _, h := range hs {
-		if used[h.uuid] == nil {
-			used[h.uuid] = map[int]bool{}
-		}
-		used[h.uuid][h.slot] = true
-	}
-	p := l.self
-	res, err := tx.Exec(`INSERT INTO claims (user, name, container, container_id, state, pid, pid_start, created_ms, activated_ms)
-		VALUES (?, ?, ?, ?, 'active', ?, ?, ?, ?)`, ct.User, ct.Short, ct.Name, ct.ID, p.pid, p.start, l.ms(), l.ms())
-	if err != nil {
-		return err
-	}
-	id, _ := res.LastInsertId()
-	for _, u := range ct.GPUs {
-		slot := 0
-		for used[u][slot] {
-			slot++
-		}
-		if slot >= l.opt.MaxPerGPU {
-			return errorf("GPU %s is held by another container", u)
-		}
-		if _, err := tx.Exec(`INSERT INTO claim_gpus (claim_id, gpu_uuid, slot) VALUES (?, ?, ?)`, id, u, slot); err != nil {
-			return err
-		}
-	}
-	return nil
+	return l.insertActive(tx, usedSlots(hs), ct.User, ct.Short, ct.Name, ct.ID, ct.GPUs)
 }
 
 // Holder is one container's hold on a GPU.

@@ -69,17 +69,7 @@ func (r *gpuRig) cmd(args ...string) *exec.Cmd {
 
 func (r *gpuRig) run(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	c := r.cmd(args...)
-	var out, errOut bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errOut
-	err := c.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), errOut.String(), code
+	return runCmd(t, r.cmd(args...))
 }
 
 func (r *gpuRig) removeAll() {

@@ -111,10 +111,15 @@ func shellQuote(args []string) string {
 // as runs a shell command line as a real user through su.
 func (r *secRig) as(t *testing.T, who, line string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command("su", who, "-s", "/bin/sh", "-c", "cd /tmp && "+line)
+	return runCmd(t, exec.Command("su", who, "-s", "/bin/sh", "-c", "cd /tmp && "+line))
+}
+
+// runCmd runs c and returns its stdout, stderr and exit code.
+func runCmd(t *testing.T, c *exec.Cmd) (string, string, int) {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
+	c.Stdout, c.Stderr = &out, &errOut
+	err := c.Run()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
