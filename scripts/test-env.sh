@@ -34,7 +34,11 @@ elif [ -n "${DOCKER_HOST:-}" ]; then
 else
   command -v dockerd >/dev/null 2>&1 || apt_install docker.io
   if [ "$(id -u)" != 0 ]; then say "no engine answers and starting dockerd needs root"; exit 1; fi
-  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+  # A pidfile left by a killed dockerd may name a pid reused by something else.
+  if [ -f "$PIDFILE" ] && [ "$(cat "/proc/$(cat "$PIDFILE")/comm" 2>/dev/null)" != dockerd ]; then
+    rm -f "$PIDFILE"
+  fi
+  if [ -f "$PIDFILE" ]; then
     say "dockerd $(cat "$PIDFILE") is starting"
   else
     say "starting dockerd (log: $LOG)"
