@@ -124,9 +124,6 @@ func Default() *Config {
 	return c
 }
 
-// DefaultYAML is the embedded policy's text (for `mlc limits check` examples and docs).
-func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }
-
 // Locate picks the policy file: the --config flag, then MLC_CONFIG, then
 // SystemPath when it exists; "" means the embedded default.
 func Locate(flag string) string {

@@ -170,11 +170,17 @@ func (m *Manager) Start(ctx context.Context, a Actor, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := m.ready(); err != nil {
-		return err
-	}
 	if c.State == "running" {
 		return errs.New(errs.Conflict, "%s is already running", name)
+	}
+	return m.start(ctx, a, c)
+}
+
+// start starts a found container, re-claiming its GPUs if they were released.
+func (m *Manager) start(ctx context.Context, a Actor, c engine.Container) error {
+	name := c.Labels[engine.LabelName]
+	if err := m.ready(); err != nil {
+		return err
 	}
 	if m.GPUs != nil && hasGPUs(c) {
 		if err := m.GPUs.EnsureHeld(ctx, c); err != nil {
@@ -182,7 +188,7 @@ func (m *Manager) Start(ctx context.Context, a Actor, name string) error {
 			return err
 		}
 	}
-	err = m.Eng.Start(ctx, c.ID)
+	err := m.Eng.Start(ctx, c.ID)
 	m.audit(a, "start", name, err, nil)
 	return err
 }
@@ -238,7 +244,7 @@ func (m *Manager) Remove(ctx context.Context, a Actor, name string, force bool) 
 	err = m.Eng.Remove(ctx, c.ID, force)
 	if err == nil {
 		if m.GPUs != nil && (hasGPUs(c) || c.Labels[engine.LabelAlloc] != "") {
-			err = m.GPUs.Removed(ctx, c)
+			_, err = m.GPUs.Release(ctx, c, "removed")
 		}
 		m.clearProtectMark(c.ID)
 	}
@@ -283,7 +289,7 @@ func (m *Manager) Open(ctx context.Context, a Actor, name string, o OpenOptions)
 		return -1, err
 	}
 	if c.State != "running" {
-		if err := m.Start(ctx, a, name); err != nil {
+		if err := m.start(ctx, a, c); err != nil {
 			return -1, err
 		}
 	}

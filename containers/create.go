@@ -30,8 +30,9 @@ type Allocator interface {
 	Abort(ctx context.Context, claimID int64) error
 	// Stopped is told of a stop (GPUs may be released after gpu.hold_after_stop).
 	Stopped(ctx context.Context, c engine.Container) error
-	// Removed releases the GPUs of a removed container.
-	Removed(ctx context.Context, c engine.Container) error
+	// Release frees every GPU claim of a container (removed, or released by
+	// an admin) and says how many claims it freed.
+	Release(ctx context.Context, c engine.Container, reason string) (int, error)
 	// EnsureHeld re-claims a stopped container's GPUs before it starts again,
 	// if they were released while it was stopped.
 	EnsureHeld(ctx context.Context, c engine.Container) error

@@ -28,7 +28,6 @@ func newFake() *fakeEngine {
 
 func (f *fakeEngine) log(s string, a ...any) { f.calls = append(f.calls, fmt.Sprintf(s, a...)) }
 
-func (f *fakeEngine) Ping(context.Context) error { return nil }
 func (f *fakeEngine) ImageExists(_ context.Context, ref string) (bool, error) {
 	return f.images[ref], nil
 }
@@ -107,15 +106,6 @@ func (f *fakeEngine) List(_ context.Context, user string) ([]engine.Container, e
 		}
 	}
 	return out, nil
-}
-func (f *fakeEngine) Inspect(_ context.Context, id string) (engine.Container, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	c, err := f.get(id)
-	if err != nil {
-		return engine.Container{}, err
-	}
-	return *c, nil
 }
 func (f *fakeEngine) Exec(context.Context, string, engine.ExecOptions) (int, error) { return 0, nil }
 func (f *fakeEngine) Logs(context.Context, string, engine.LogOptions) error         { return nil }

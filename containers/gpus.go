@@ -138,14 +138,13 @@ func (g *LedgerGPUs) Stopped(ctx context.Context, c engine.Container) error {
 	return l.MarkStopped(ctx, c.ID)
 }
 
-// Removed implements Allocator.
-func (g *LedgerGPUs) Removed(ctx context.Context, c engine.Container) error {
+// Release implements Allocator.
+func (g *LedgerGPUs) Release(ctx context.Context, c engine.Container, reason string) (int, error) {
 	l, err := g.Ledger()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	_, err = l.ReleaseContainer(ctx, c.ID, c.Name, "removed")
-	return err
+	return l.ReleaseContainer(ctx, c.ID, c.Name, reason)
 }
 
 // EnsureHeld implements Allocator.
@@ -165,8 +164,7 @@ func (m *Manager) ReleaseGPUs(ctx context.Context, a Actor, name string) (int, e
 	if !a.Caller.Admin {
 		return 0, errs.New(errs.Permission, "only admins may release GPUs")
 	}
-	g, ok := m.GPUs.(*LedgerGPUs)
-	if !ok {
+	if m.GPUs == nil {
 		return 0, errs.New(errs.Unavailable, "this server has no GPU ledger")
 	}
 	c, err := m.Find(ctx, a, name)
@@ -179,11 +177,7 @@ func (m *Manager) ReleaseGPUs(ctx context.Context, a Actor, name string) (int, e
 	if err := m.ready(); err != nil {
 		return 0, err
 	}
-	l, err := g.Ledger()
-	if err != nil {
-		return 0, err
-	}
-	n, err := l.ReleaseContainer(ctx, c.ID, c.Name, "released-by-admin")
+	n, err := m.GPUs.Release(ctx, c, "released-by-admin")
 	m.audit(a, "gpu-release", name, err, map[string]any{"claims": n})
 	return n, err
 }

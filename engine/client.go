@@ -38,7 +38,6 @@ func (c Container) Managed() bool { return c.Labels[LabelManaged] == "true" }
 
 // Engine is the narrow interface the rest of mlc uses.
 type Engine interface {
-	Ping(ctx context.Context) error
 	ImageExists(ctx context.Context, ref string) (bool, error)
 	Pull(ctx context.Context, ref string, progress io.Writer) error
 	Create(ctx context.Context, s Spec) (string, error)
@@ -48,7 +47,6 @@ type Engine interface {
 	Remove(ctx context.Context, id string, force bool) error
 	// List returns mlc-managed containers, those of user only when user != "".
 	List(ctx context.Context, user string) ([]Container, error)
-	Inspect(ctx context.Context, id string) (Container, error)
 	Exec(ctx context.Context, id string, o ExecOptions) (int, error)
 	Logs(ctx context.Context, id string, o LogOptions) error
 }

@@ -186,11 +186,12 @@ func ParsePort(s, bindAddress string) (Port, error) {
 	default:
 		return p, fmt.Errorf("port %q: use [HOSTPORT:]CONTAINERPORT", s)
 	}
-	for _, n := range []string{p.HostPort, p.ContainerPort} {
-		if n == "" && n == p.HostPort {
-			continue
-		}
-		if _, err := nat.ParsePort(n); err != nil || n == "0" {
+	ports := []string{p.ContainerPort}
+	if p.HostPort != "" { // empty: the engine picks a free one
+		ports = append(ports, p.HostPort)
+	}
+	for _, n := range ports {
+		if v, err := nat.ParsePort(n); err != nil || v < 1 {
 			return p, fmt.Errorf("port %q: %q is not a port number (1-65535)", s, n)
 		}
 	}

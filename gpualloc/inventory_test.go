@@ -45,8 +45,19 @@ func TestDiscoverRealLibrary(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("real NVML here: source %s, %d GPUs, note %q", inv.Source, len(inv.GPUs), inv.Note)
-	if inv.Source == "fake" && len(inv.GPUs) != 2 {
-		t.Fatalf("%+v", inv)
+	switch inv.Source {
+	case "nvml": // a driver: real GPUs with real UUIDs
+		for _, g := range inv.GPUs {
+			if !strings.HasPrefix(g.UUID, "GPU-") || g.MemoryMiB == 0 {
+				t.Fatalf("NVML GPU %+v", g)
+			}
+		}
+	case "fake": // no driver: the fake GPUs, and the reason
+		if len(inv.GPUs) != 2 || inv.Note == "" {
+			t.Fatalf("%+v", inv)
+		}
+	default:
+		t.Fatalf("source %q with fake_count 2", inv.Source)
 	}
 }
 

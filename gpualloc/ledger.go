@@ -30,11 +30,8 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.MaxPerGPU < 1 || !o.Shared {
-		o.MaxPerGPU = max(o.MaxPerGPU, 1)
-		if !o.Shared {
-			o.MaxPerGPU = 1
-		}
+	if !o.Shared || o.MaxPerGPU < 1 {
+		o.MaxPerGPU = 1
 	}
 	if o.Strategy == "" {
 		o.Strategy = "spread"
@@ -607,7 +604,7 @@ func (l *Ledger) insertActive(tx *sql.Tx, used map[string]map[int]bool, user, na
 			slot++
 		}
 		if slot >= l.opt.MaxPerGPU {
-			return errorf("GPU %s is held by another container", u)
+			return errs.New(errs.Unavailable, "GPU %s is held by another container", u)
 		}
 		if _, err := tx.Exec(`INSERT INTO claim_gpus (claim_id, gpu_uuid, slot) VALUES (?, ?, ?)`, id, u, slot); err != nil {
 			return err

@@ -1,7 +1,6 @@
 package gpualloc
 
 import (
-	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -40,9 +39,3 @@ func procStart(pid int) int64 {
 func alive(pid int, start int64) bool {
 	return pid > 0 && procStart(pid) == start && start != 0
 }
-
-type simpleError string
-
-func (e simpleError) Error() string { return string(e) }
-
-func errorf(format string, a ...any) error { return simpleError(fmt.Sprintf(format, a...)) }

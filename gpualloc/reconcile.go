@@ -165,24 +165,24 @@ func (l *Ledger) Reconcile(ctx context.Context, list Lister, o ReconcileOptions)
 					rep.Actions = append(rep.Actions, act)
 					continue
 				}
-				if l.opt.HoldAfterStop <= 0 || o.DryRun {
-					if l.opt.HoldAfterStop > 0 && !ct.Running && c.stoppedMS.Valid && l.ms()-c.stoppedMS.Int64 > l.opt.HoldAfterStop.Milliseconds() {
-						act.Action, act.Why = "release", "stopped longer than gpu.hold_after_stop"
-						rep.Actions = append(rep.Actions, act)
+				if l.opt.HoldAfterStop <= 0 {
+					continue
+				}
+				if !ct.Running && c.stoppedMS.Valid && l.ms()-c.stoppedMS.Int64 > l.opt.HoldAfterStop.Milliseconds() {
+					act.Action, act.Why = "release", "stopped longer than gpu.hold_after_stop"
+					rep.Actions = append(rep.Actions, act)
+					if !o.DryRun {
+						if err := release(tx, c.id, "stopped", l.ms()); err != nil {
+							return err
+						}
 					}
 					continue
 				}
-				switch {
-				case ct.Running && c.stoppedMS.Valid:
-					_, err = tx.Exec(`UPDATE claims SET stopped_ms = NULL WHERE id = ?`, c.id)
-				case !ct.Running && !c.stoppedMS.Valid:
-					_, err = tx.Exec(`UPDATE claims SET stopped_ms = ? WHERE id = ?`, l.ms(), c.id)
-				case !ct.Running && l.ms()-c.stoppedMS.Int64 > l.opt.HoldAfterStop.Milliseconds():
-					act.Action, act.Why = "release", "stopped longer than gpu.hold_after_stop"
-					rep.Actions = append(rep.Actions, act)
-					err = release(tx, c.id, "stopped", l.ms())
+				if o.DryRun || ct.Running == !c.stoppedMS.Valid {
+					continue // the stop mark already agrees with the container
 				}
-				if err != nil {
+				stopped := sql.NullInt64{Int64: l.ms(), Valid: !ct.Running}
+				if _, err := tx.Exec(`UPDATE claims SET stopped_ms = ? WHERE id = ?`, stopped, c.id); err != nil {
 					return err
 				}
 			}

@@ -53,10 +53,7 @@ func Current(cfg *config.Config, env Env) (*Caller, error) {
 	if err != nil {
 		return nil, errs.New(errs.Permission, "uid %d has no user account", uid)
 	}
-	c, err := fromUser(u)
-	if err != nil {
-		return nil, err
-	}
+	c := fromUser(u)
 	c.ViaSudo = via
 	c.Admin = (uid == 0) || IsAdmin(cfg, c.User, c.Groups)
 	return c, nil
@@ -72,18 +69,15 @@ func Lookup(cfg *config.Config, name string) (*Caller, error) {
 		}
 		return nil, errs.Wrap(errs.Internal, err, "looking up %s", name)
 	}
-	c, err := fromUser(u)
-	if err != nil {
-		return nil, err
-	}
+	c := fromUser(u)
 	c.Admin = c.UID == 0 || IsAdmin(cfg, c.User, c.Groups)
 	return c, nil
 }
 
-func fromUser(u *user.User) (*Caller, error) {
+func fromUser(u *user.User) *Caller {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	return &Caller{User: u.Username, UID: uid, GID: gid, Home: u.HomeDir, Groups: groupNames(u)}, nil
+	return &Caller{User: u.Username, UID: uid, GID: gid, Home: u.HomeDir, Groups: groupNames(u)}
 }
 
 func groupNames(u *user.User) []string {

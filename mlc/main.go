@@ -34,8 +34,7 @@ func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	app := newApp(stdin, stdout, stderr)
-	app.Metadata = map[string]any{"ctx": ctx}
+	app := newApp(ctx, stdin, stdout, stderr)
 	args, err := normalize(app, dispatch(args))
 	if err == nil {
 		err = app.Run(args)
@@ -189,8 +188,8 @@ func findCommand(cmds []*cli.Command, name string) *cli.Command {
 	return nil
 }
 
-func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
-	s := &session{ctx: context.Background(), stdin: stdin, out: stdout, errOut: stderr}
+func newApp(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	s := &session{ctx: ctx, stdin: stdin, out: stdout, errOut: stderr}
 	app := &cli.App{
 		Name:    "mlc",
 		Usage:   "fair, per-user ML containers on a shared GPU server",
@@ -208,12 +207,11 @@ Examples:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "policy `FILE` (default: $MLC_CONFIG, then /etc/mlc/resource-limits.yaml, then the embedded default)"},
 		},
-		Reader:                 stdin,
-		Writer:                 stdout,
-		ErrWriter:              stderr,
-		HideHelpCommand:        true,
-		UseShortOptionHandling: false,
-		ExitErrHandler:         func(*cli.Context, error) {},
+		Reader:          stdin,
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		HideHelpCommand: true,
+		ExitErrHandler:  func(*cli.Context, error) {},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return errs.Wrap(errs.Usage, err, "")
 		},
@@ -223,12 +221,6 @@ Examples:
 			limitsCommand(s),
 			versionCommand(s),
 		),
-	}
-	app.Before = func(c *cli.Context) error {
-		if ctx, ok := c.App.Metadata["ctx"].(context.Context); ok {
-			s.ctx = ctx
-		}
-		return nil
 	}
 	setUsageErrors(app.Commands)
 	return app

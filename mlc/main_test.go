@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -118,7 +119,7 @@ func TestDispatch(t *testing.T) {
 }
 
 func TestNormalizeMovesFlags(t *testing.T) {
-	app := newApp(nil, nil, nil)
+	app := newApp(context.Background(), nil, nil, nil)
 	got, err := normalize(app, []string{"mlc", "limits", "show", "alice", "--json", "--config", "x.yaml"})
 	want := []string{"mlc", "--config", "x.yaml", "limits", "show", "--json", "alice"}
 	if err != nil || !reflect.DeepEqual(got, want) {

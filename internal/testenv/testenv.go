@@ -60,15 +60,3 @@ func Docker(t testing.TB, args ...string) string {
 	}
 	return strings.TrimSpace(string(out))
 }
-
-// Eventually polls cond every 50ms until it holds or the deadline passes.
-func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
