@@ -27,6 +27,10 @@ const EmbeddedName = "<embedded default>"
 // from the environment, because under sudo it decides what users may do.
 var SystemPath = "/etc/mlc/resource-limits.yaml"
 
+// DefaultWorkspaceRoot is where workspaces live unless policies.workspace_root
+// says otherwise. It is not below the state directory, which is 0700.
+const DefaultWorkspaceRoot = "/var/lib/mlc-workspaces"
+
 // Limits are the values a policy level (defaults, a group, an override) may set.
 // A nil field is not set at that level.
 type Limits struct {
@@ -65,8 +69,12 @@ type Policies struct {
 	AllowRoot            bool     // processes may run as root in containers
 	AllowSwap            bool     // memory_swap may exceed memory
 	BindAddress          string   // host address ports are published on
-	Workspace            string   // default workspace, ~ is the user's home
-	MountRoots           []string // data/models/workspace mounts must lie below one of these (or the user's home)
+	WorkspaceRoot        string   // root-owned directory holding <user>/<workspace>; what /workspace mounts
+	WorkspaceLink        string   // directory in the home (~/...) where mlc links each workspace; "" for none
+	MountRoots           []string // --data/--models must lie below one of these (or the user's home)
+	PortRange            [2]int   // host ports non-admins may publish ([0,0]: any unprivileged port)
+	NetworkPool          string   // CIDR the per-user networks' subnets come from; "" lets Docker choose
+	NetworkPrefix        int      // prefix length of each per-user subnet taken from NetworkPool
 	Capabilities         []string // capabilities containers may be given
 	Devices              []string // host devices containers are given
 }

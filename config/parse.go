@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"net"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -74,8 +75,10 @@ func Parse(name string, data []byte) (*Config, error) {
 	c := &Config{
 		Source: name,
 		Policies: Policies{
-			BindAddress: "127.0.0.1",
-			Workspace:   "~/workspace",
+			BindAddress:   "127.0.0.1",
+			WorkspaceRoot: DefaultWorkspaceRoot,
+			WorkspaceLink: "~/workspaces",
+			NetworkPrefix: 26,
 		},
 		GPU: GPU{
 			Mode: "exclusive", MaxPerGPU: 1, Strategy: "spread", Runtime: "nvidia",
@@ -105,14 +108,14 @@ func Parse(name string, data []byte) (*Config, error) {
 			c.Protected = p.strList(v, "protected")
 			for i, pat := range c.Protected {
 				if _, err := filepath.Match(pat, ""); err != nil {
-					p.errf(v.Content[i], "protected: bad pattern %q", pat)
+					p.errf(v.Content[i], "protected: bad pattern %s", excerpt(pat))
 				}
 			}
 		case "admins":
 			c.Admins = p.strList(v, "admins")
 			for i, a := range c.Admins {
 				if !NamePattern.MatchString(strings.TrimPrefix(a, "@")) {
-					p.errf(v.Content[i], "admins: %q is not a user name or @unixgroup", a)
+					p.errf(v.Content[i], "admins: %s is not a user name or @unixgroup", excerpt(a))
 				}
 			}
 		case "state_dir":
@@ -120,7 +123,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		case "audit_log":
 			c.AuditLog = p.absPath(v, "audit_log")
 		default:
-			p.errf(k, "unknown key %q (known: defaults, groups, user_overrides, policies, images, gpu, cleanup, protected, admins, state_dir, audit_log)", k.Value)
+			p.errf(k, "unknown key %s (known: defaults, groups, user_overrides, policies, images, gpu, cleanup, protected, admins, state_dir, audit_log)", excerpt(k.Value))
 		}
 	})
 	p.crossCheck(c)
@@ -148,12 +151,33 @@ func (p *parser) mapping(n *yaml.Node, what string, fn func(k, v *yaml.Node)) {
 			continue
 		}
 		if first, dup := seen[k.Value]; dup {
-			p.errf(k, "%s: %q is given twice (first at line %d)", what, k.Value, first)
+			p.errf(k, "%s: %s is given twice (first at line %d)", what, excerpt(k.Value), first)
 			continue
 		}
 		seen[k.Value] = k.Line
 		fn(k, v)
 	}
+}
+
+// excerpt quotes a value from the file for an error message, cut short: a
+// message never repeats a whole line of a file (mlc limits check may be
+// pointed at any file the caller can read, and its errors may be logged).
+func excerpt(s string) string {
+	const max = 16
+	r := []rune(s)
+	if len(r) > max {
+		return strconv.Quote(string(r[:max-4])) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// short is a name from the file used in a section path (groups.NAME), cut short.
+func short(s string) string {
+	r := []rune(s)
+	if len(r) > 32 {
+		return strconv.Quote(string(r[:28])) + "…"
+	}
+	return s
 }
 
 func kindName(n *yaml.Node) string {
@@ -169,9 +193,9 @@ func kindName(n *yaml.Node) string {
 	case "!!null":
 		return "nothing"
 	case "!!str":
-		return fmt.Sprintf("the string %q", n.Value)
+		return fmt.Sprintf("the string %s", excerpt(n.Value))
 	}
-	return fmt.Sprintf("%q", n.Value)
+	return fmt.Sprintf("%s", excerpt(n.Value))
 }
 
 func (p *parser) scalar(n *yaml.Node, what string) bool {
@@ -202,7 +226,7 @@ func (p *parser) integer(n *yaml.Node, what string, min int64) (int64, bool) {
 	}
 	v, err := strconv.ParseInt(n.Value, 0, 64)
 	if err != nil {
-		p.errf(n, "%s: %q is out of range", what, n.Value)
+		p.errf(n, "%s: %s is out of range", what, excerpt(n.Value))
 		return 0, false
 	}
 	if v < min {
@@ -222,7 +246,7 @@ func (p *parser) number(n *yaml.Node, what string) (float64, bool) {
 	}
 	v, err := strconv.ParseFloat(n.Value, 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		p.errf(n, "%s: %q is not a finite number", what, n.Value)
+		p.errf(n, "%s: %s is not a finite number", what, excerpt(n.Value))
 		return 0, false
 	}
 	return v, true
@@ -295,7 +319,7 @@ func (p *parser) absPath(n *yaml.Node, what string) string {
 		return ""
 	}
 	if !filepath.IsAbs(s) {
-		p.errf(n, "%s: %q must be an absolute path", what, s)
+		p.errf(n, "%s: %s must be an absolute path", what, excerpt(s))
 	}
 	return filepath.Clean(s)
 }
@@ -304,7 +328,7 @@ func (p *parser) absPath(n *yaml.Node, what string) string {
 // (members, reason); it returns false for a key it does not know.
 func (p *parser) limits(n *yaml.Node, what string, l *Limits, extra func(k, v *yaml.Node) bool) {
 	p.mapping(n, what, func(k, v *yaml.Node) {
-		w := what + "." + k.Value
+		w := what + "." + short(k.Value)
 		switch k.Value {
 		case "gpus":
 			if x, ok := p.integer(v, w, 0); ok {
@@ -362,7 +386,7 @@ func (p *parser) limits(n *yaml.Node, what string, l *Limits, extra func(k, v *y
 			if extra != nil && extra(k, v) {
 				return
 			}
-			p.errf(k, "%s: unknown limit %q (limits are: %s)", what, k.Value, strings.Join(LimitKeys, ", "))
+			p.errf(k, "%s: unknown limit %s (limits are: %s)", what, excerpt(k.Value), strings.Join(LimitKeys, ", "))
 		}
 	})
 	if l.Memory != nil && l.MemorySwap != nil && *l.MemorySwap < *l.Memory {
@@ -374,24 +398,24 @@ func (p *parser) groups(n *yaml.Node, c *Config) {
 	p.mapping(n, "groups", func(k, v *yaml.Node) {
 		g := Group{Name: k.Value, Line: k.Line}
 		if !NamePattern.MatchString(g.Name) {
-			p.errf(k, "groups: %q is not a valid group name", g.Name)
+			p.errf(k, "groups: %s is not a valid group name", excerpt(g.Name))
 		}
 		hasMembers := false
-		p.limits(v, "groups."+g.Name, &g.Limits, func(mk, mv *yaml.Node) bool {
+		p.limits(v, "groups."+short(g.Name), &g.Limits, func(mk, mv *yaml.Node) bool {
 			if mk.Value != "members" {
 				return false
 			}
 			hasMembers = true
-			g.Members = p.strList(mv, "groups."+g.Name+".members")
+			g.Members = p.strList(mv, "groups."+short(g.Name)+".members")
 			for i, m := range g.Members {
 				if m != "" && !NamePattern.MatchString(strings.TrimPrefix(m, "@")) {
-					p.errf(mv.Content[i], "groups.%s.members: %q is not a user name or @unixgroup", g.Name, m)
+					p.errf(mv.Content[i], "groups.%s.members: %s is not a user name or @unixgroup", short(g.Name), excerpt(m))
 				}
 			}
 			return true
 		})
 		if !hasMembers && v.Kind == yaml.MappingNode {
-			p.errf(k, "groups.%s: has no members", g.Name)
+			p.errf(k, "groups.%s: has no members", short(g.Name))
 		}
 		c.Groups = append(c.Groups, g)
 	})
@@ -401,13 +425,13 @@ func (p *parser) overrides(n *yaml.Node, c *Config) {
 	p.mapping(n, "user_overrides", func(k, v *yaml.Node) {
 		o := Override{User: k.Value, Line: k.Line}
 		if !NamePattern.MatchString(o.User) {
-			p.errf(k, "user_overrides: %q is not a valid user name", o.User)
+			p.errf(k, "user_overrides: %s is not a valid user name", excerpt(o.User))
 		}
-		p.limits(v, "user_overrides."+o.User, &o.Limits, func(rk, rv *yaml.Node) bool {
+		p.limits(v, "user_overrides."+short(o.User), &o.Limits, func(rk, rv *yaml.Node) bool {
 			if rk.Value != "reason" {
 				return false
 			}
-			o.Reason, _ = p.str(rv, "user_overrides."+o.User+".reason")
+			o.Reason, _ = p.str(rv, "user_overrides."+short(o.User)+".reason")
 			return true
 		})
 		c.UserOverrides = append(c.UserOverrides, o)
@@ -416,7 +440,7 @@ func (p *parser) overrides(n *yaml.Node, c *Config) {
 
 func (p *parser) policies(n *yaml.Node, pol *Policies) {
 	p.mapping(n, "policies", func(k, v *yaml.Node) {
-		w := "policies." + k.Value
+		w := "policies." + short(k.Value)
 		switch k.Value {
 		case "max_containers_per_user":
 			if x, ok := p.integer(v, w, 0); ok {
@@ -430,29 +454,56 @@ func (p *parser) policies(n *yaml.Node, pol *Policies) {
 		case "bind_address":
 			if s, ok := p.str(v, w); ok {
 				if !ipRE.MatchString(s) {
-					p.errf(v, "%s: %q is not an IP address", w, s)
+					p.errf(v, "%s: %s is not an IP address", w, excerpt(s))
 				}
 				pol.BindAddress = s
 			}
 		case "workspace":
-			if s, ok := p.str(v, w); ok {
-				if !strings.HasPrefix(s, "~/") && !filepath.IsAbs(s) {
-					p.errf(v, "%s: %q must be absolute or start with ~/", w, s)
+			p.errf(k, "%s: replaced by workspace_root: workspaces now live in a root-owned directory, <workspace_root>/<user>/<name> (see docs/admin-guide.md)", w)
+		case "workspace_root":
+			pol.WorkspaceRoot = p.absPath(v, w)
+			if pol.WorkspaceRoot == "/" {
+				p.errf(v, "%s: must be a directory other than /", w)
+			}
+		case "workspace_link":
+			if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+				pol.WorkspaceLink = ""
+			} else if s, ok := p.str(v, w); ok {
+				if !strings.HasPrefix(s, "~/") || strings.Contains(s, "..") || filepath.Clean(s[2:]) == "." {
+					p.errf(v, "%s: %s must be a directory below the home, like ~/workspaces, or null", w, excerpt(s))
 				}
-				pol.Workspace = s
+				pol.WorkspaceLink = s
+			}
+		case "port_range":
+			pol.PortRange = p.portRange(v, w)
+		case "network_pool":
+			if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+				pol.NetworkPool = ""
+			} else if s, ok := p.str(v, w); ok {
+				if _, n, err := net.ParseCIDR(s); err != nil || n.IP.To4() == nil {
+					p.errf(v, "%s: %s is not an IPv4 CIDR like 10.200.0.0/16", w, excerpt(s))
+				}
+				pol.NetworkPool = s
+			}
+		case "network_prefix":
+			if x, ok := p.integer(v, w, 16); ok {
+				if x > 29 {
+					p.errf(v, "%s: at most 29 (a /29 holds 5 containers)", w)
+				}
+				pol.NetworkPrefix = int(x)
 			}
 		case "mount_roots":
 			pol.MountRoots = p.strList(v, w)
 			for i, r := range pol.MountRoots {
 				if !filepath.IsAbs(r) || filepath.Clean(r) == "/" {
-					p.errf(v.Content[i], "%s: %q must be an absolute path other than /", w, r)
+					p.errf(v.Content[i], "%s: %s must be an absolute path other than /", w, excerpt(r))
 				}
 			}
 		case "capabilities":
 			pol.Capabilities = p.strList(v, w)
 			for i, cp := range pol.Capabilities {
 				if !capRE.MatchString(cp) {
-					p.errf(v.Content[i], "%s: %q is not a capability name like SYS_PTRACE", w, cp)
+					p.errf(v.Content[i], "%s: %s is not a capability name like SYS_PTRACE", w, excerpt(cp))
 				} else if strings.EqualFold(strings.TrimPrefix(cp, "CAP_"), "SYS_ADMIN") || strings.EqualFold(cp, "ALL") {
 					p.errf(v.Content[i], "%s: %s would let a user escape the container; mlc does not grant it", w, cp)
 				}
@@ -461,11 +512,11 @@ func (p *parser) policies(n *yaml.Node, pol *Policies) {
 			pol.Devices = p.strList(v, w)
 			for i, d := range pol.Devices {
 				if !strings.HasPrefix(d, "/dev/") {
-					p.errf(v.Content[i], "%s: %q is not a /dev path", w, d)
+					p.errf(v.Content[i], "%s: %s is not a /dev path", w, excerpt(d))
 				}
 			}
 		default:
-			p.errf(k, "policies: unknown key %q (known: max_containers_per_user, allow_root, allow_swap, bind_address, workspace, mount_roots, capabilities, devices)", k.Value)
+			p.errf(k, "policies: unknown key %s (known: max_containers_per_user, allow_root, allow_swap, bind_address, workspace_root, workspace_link, mount_roots, port_range, network_pool, network_prefix, capabilities, devices)", excerpt(k.Value))
 		}
 	})
 }
@@ -479,10 +530,10 @@ func (p *parser) images(n *yaml.Node, c *Config) {
 	p.mapping(n, "images", func(k, v *yaml.Node) {
 		im := Image{Alias: k.Value, Line: k.Line}
 		if !AliasPattern.MatchString(im.Alias) {
-			p.errf(k, "images: %q is not a valid alias (letters, digits, _ . -)", im.Alias)
+			p.errf(k, "images: %s is not a valid alias (letters, digits, _ . -)", excerpt(im.Alias))
 		}
-		p.mapping(v, "images."+im.Alias, func(ik, iv *yaml.Node) {
-			w := "images." + im.Alias + "." + ik.Value
+		p.mapping(v, "images."+short(im.Alias), func(ik, iv *yaml.Node) {
+			w := "images." + short(im.Alias) + "." + short(ik.Value)
 			switch ik.Value {
 			case "image":
 				im.Image, _ = p.str(iv, w)
@@ -491,13 +542,13 @@ func (p *parser) images(n *yaml.Node, c *Config) {
 			case "version":
 				im.Version, _ = p.str(iv, w)
 			default:
-				p.errf(ik, "images.%s: unknown key %q (known: image, framework, version)", im.Alias, ik.Value)
+				p.errf(ik, "images.%s: unknown key %s (known: image, framework, version)", short(im.Alias), excerpt(ik.Value))
 			}
 		})
 		if im.Image == "" {
-			p.errf(k, "images.%s: missing image reference (image: REPOSITORY:TAG)", im.Alias)
+			p.errf(k, "images.%s: missing image reference (image: REPOSITORY:TAG)", short(im.Alias))
 		} else if strings.ContainsAny(im.Image, " \t") {
-			p.errf(k, "images.%s: image reference %q contains spaces", im.Alias, im.Image)
+			p.errf(k, "images.%s: image reference %s contains spaces", short(im.Alias), excerpt(im.Image))
 		}
 		if im.Framework == "" {
 			im.Framework = im.Alias
@@ -508,12 +559,12 @@ func (p *parser) images(n *yaml.Node, c *Config) {
 
 func (p *parser) gpu(n *yaml.Node, g *GPU) {
 	p.mapping(n, "gpu", func(k, v *yaml.Node) {
-		w := "gpu." + k.Value
+		w := "gpu." + short(k.Value)
 		switch k.Value {
 		case "mode":
 			if s, ok := p.str(v, w); ok {
 				if s != "exclusive" && s != "shared" {
-					p.errf(v, "%s: %q is not exclusive or shared", w, s)
+					p.errf(v, "%s: %s is not exclusive or shared", w, excerpt(s))
 				}
 				g.Mode = s
 			}
@@ -524,14 +575,14 @@ func (p *parser) gpu(n *yaml.Node, g *GPU) {
 		case "strategy":
 			if s, ok := p.str(v, w); ok {
 				if s != "spread" && s != "pack" && s != "last-used" {
-					p.errf(v, "%s: %q is not spread, pack or last-used", w, s)
+					p.errf(v, "%s: %s is not spread, pack or last-used", w, excerpt(s))
 				}
 				g.Strategy = s
 			}
 		case "runtime":
 			if s, ok := p.str(v, w); ok {
 				if s != "nvidia" && s != "env" {
-					p.errf(v, "%s: %q is not nvidia or env", w, s)
+					p.errf(v, "%s: %s is not nvidia or env", w, excerpt(s))
 				}
 				g.Runtime = s
 			}
@@ -554,7 +605,7 @@ func (p *parser) gpu(n *yaml.Node, g *GPU) {
 				g.PendingTimeout = d
 			}
 		default:
-			p.errf(k, "gpu: unknown key %q (known: mode, max_per_gpu, strategy, runtime, fake_count, hold_after_stop, pending_timeout)", k.Value)
+			p.errf(k, "gpu: unknown key %s (known: mode, max_per_gpu, strategy, runtime, fake_count, hold_after_stop, pending_timeout)", excerpt(k.Value))
 		}
 	})
 	if g.Mode == "exclusive" {
@@ -564,7 +615,7 @@ func (p *parser) gpu(n *yaml.Node, g *GPU) {
 
 func (p *parser) cleanup(n *yaml.Node, cl *Cleanup) {
 	p.mapping(n, "cleanup", func(k, v *yaml.Node) {
-		w := "cleanup." + k.Value
+		w := "cleanup." + short(k.Value)
 		switch k.Value {
 		case "idle_cpu_percent", "idle_gpu_percent":
 			if x, ok := p.number(v, w); ok {
@@ -584,7 +635,7 @@ func (p *parser) cleanup(n *yaml.Node, cl *Cleanup) {
 		case "prune_images":
 			cl.PruneImages = p.boolean(v, w)
 		default:
-			p.errf(k, "cleanup: unknown key %q (known: idle_cpu_percent, idle_gpu_percent, remove_stopped_after, prune_images)", k.Value)
+			p.errf(k, "cleanup: unknown key %s (known: idle_cpu_percent, idle_gpu_percent, remove_stopped_after, prune_images)", excerpt(k.Value))
 		}
 	})
 }
@@ -603,7 +654,7 @@ func (p *parser) crossCheck(c *Config) {
 					what = "unix group"
 				}
 				p.errs = append(p.errs, Error{File: p.file, Line: g.Line,
-					Msg: fmt.Sprintf("groups.%s: %s %q is already in group %q; a user may be in one group only", g.Name, what, m, other)})
+					Msg: fmt.Sprintf("groups.%s: %s %s is already in group %s; a user may be in one group only", short(g.Name), what, excerpt(m), excerpt(other))})
 				continue
 			}
 			in[m] = g.Name
@@ -615,4 +666,25 @@ func (p *parser) crossCheck(c *Config) {
 			"defaults.max_containers (%d) and policies.max_containers_per_user (%d) disagree; set one",
 			*c.Defaults.MaxContainers, *c.Policies.MaxContainersPerUser)})
 	}
+}
+
+// portRange parses [LOW, HIGH]: the host ports non-admins may publish.
+func (p *parser) portRange(n *yaml.Node, what string) [2]int {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return [2]int{}
+	}
+	if n.Kind != yaml.SequenceNode || len(n.Content) != 2 {
+		p.errf(n, "%s: expected [LOW, HIGH], like [20000, 29999], or null", what)
+		return [2]int{}
+	}
+	lo, ok1 := p.integer(n.Content[0], what, 1)
+	hi, ok2 := p.integer(n.Content[1], what, 1)
+	if !ok1 || !ok2 {
+		return [2]int{}
+	}
+	if hi > 65535 || lo > hi {
+		p.errf(n, "%s: [%d, %d] is not a range of ports (1-65535, LOW <= HIGH)", what, lo, hi)
+		return [2]int{}
+	}
+	return [2]int{int(lo), int(hi)}
 }

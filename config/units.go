@@ -20,14 +20,14 @@ func ParseSize(s string) (Size, error) {
 		return 0, fmt.Errorf("empty size")
 	}
 	if strings.HasPrefix(t, "-") {
-		return 0, fmt.Errorf("size %q is negative", s)
+		return 0, fmt.Errorf("size %s is negative", excerpt(s))
 	}
 	n, err := units.RAMInBytes(t)
 	if err != nil {
-		return 0, fmt.Errorf("invalid size %q (use a number with an optional unit: 512m, 32g, 1.5GiB)", s)
+		return 0, fmt.Errorf("invalid size %s (use a number with an optional unit: 512m, 32g, 1.5GiB)", excerpt(s))
 	}
 	if n < 0 {
-		return 0, fmt.Errorf("size %q is too large", s)
+		return 0, fmt.Errorf("size %s is too large", excerpt(s))
 	}
 	return Size(n), nil
 }
@@ -66,14 +66,14 @@ func ParseDuration(s string) (Duration, error) {
 		return Never, nil
 	}
 	if strings.HasPrefix(t, "-") {
-		return Duration{}, fmt.Errorf("duration %q is negative", s)
+		return Duration{}, fmt.Errorf("duration %s is negative", excerpt(s))
 	}
 	d, err := model.ParseDuration(t)
 	if err != nil {
-		return Duration{}, fmt.Errorf("invalid duration %q (use 30m, 48h, 7d, 2w, or null for never)", s)
+		return Duration{}, fmt.Errorf("invalid duration %s (use 30m, 48h, 7d, 2w, or null for never)", excerpt(s))
 	}
 	if d == 0 {
-		return Duration{}, fmt.Errorf("duration %q is zero (use null for never)", s)
+		return Duration{}, fmt.Errorf("duration %s is zero (use null for never)", excerpt(s))
 	}
 	return Duration{D: time.Duration(d)}, nil
 }

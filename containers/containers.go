@@ -183,7 +183,11 @@ func (m *Manager) start(ctx context.Context, a Actor, c engine.Container) error 
 		return err
 	}
 	if m.GPUs != nil && hasGPUs(c) {
-		if err := m.GPUs.EnsureHeld(ctx, c); err != nil {
+		lim, err := limits.Resolve(m.Cfg, m.Dir, c.Labels[engine.LabelUser])
+		if err != nil {
+			return err
+		}
+		if err := m.GPUs.EnsureHeld(ctx, c, lim.GPUs.Value, lim.GPUs.Source); err != nil {
 			m.audit(a, "start", name, err, nil)
 			return err
 		}

@@ -34,8 +34,9 @@ type Allocator interface {
 	// an admin) and says how many claims it freed.
 	Release(ctx context.Context, c engine.Container, reason string) (int, error)
 	// EnsureHeld re-claims a stopped container's GPUs before it starts again,
-	// if they were released while it was stopped.
-	EnsureHeld(ctx context.Context, c engine.Container) error
+	// if they were released while it was stopped, under the same quota and
+	// wait-queue rules as a create (quota is the owner's gpus limit).
+	EnsureHeld(ctx context.Context, c engine.Container, quota int, quotaFrom string) error
 }
 
 // ClaimRequest asks for GPUs.
@@ -408,7 +409,7 @@ func (m *Manager) ensureImage(ctx context.Context, ref string) error {
 func (m *Manager) mounts(a Actor, r CreateRequest) ([]engine.Mount, string, error) {
 	ws := r.Workspace
 	if ws == "" {
-		ws = m.Cfg.Policies.Workspace
+		ws = "~/workspace"
 	}
 	if rest, ok := strings.CutPrefix(ws, "~/"); ok {
 		ws = filepath.Join(a.Target.Home, rest)

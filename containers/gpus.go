@@ -148,7 +148,7 @@ func (g *LedgerGPUs) Release(ctx context.Context, c engine.Container, reason str
 }
 
 // EnsureHeld implements Allocator.
-func (g *LedgerGPUs) EnsureHeld(ctx context.Context, c engine.Container) error {
+func (g *LedgerGPUs) EnsureHeld(ctx context.Context, c engine.Container, quota int, quotaFrom string) error {
 	l, err := g.Ledger()
 	if err != nil {
 		return err
