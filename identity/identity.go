@@ -133,5 +133,17 @@ func (e Env) ForUser() bool {
 	return e.EUID == 0 && e.SudoUID != "" && e.SudoUID != "0"
 }
 
+// CallerUID is the uid mlc acts for, before any policy is read: SUDO_UID's
+// under sudo as root, else the real uid.
+func (e Env) CallerUID() int {
+	if e.EUID == 0 && e.UID == 0 && e.SudoUID != "" {
+		if n, err := strconv.Atoi(e.SudoUID); err == nil && n >= 0 {
+			return n
+		}
+		return -1
+	}
+	return e.UID
+}
+
 // UIDGID is "uid:gid", as docker's --user takes it.
 func (c *Caller) UIDGID() string { return strconv.Itoa(c.UID) + ":" + strconv.Itoa(c.GID) }

@@ -1,0 +1,87 @@
+// Package paths handles every path a user names, and every directory mlc
+// makes for a user, without ever following a link as root.
+//
+//   - Paths a user names (--data, --models, a policy file to check) are
+//     resolved and opened by a helper process that runs with the user's own
+//     uid, gid and groups (AsUser); what it cannot see, mlc cannot see for it.
+//   - Workspaces are made fd-relative (os.Root, O_NOFOLLOW) below a root-owned
+//     directory whose every level above the leaf the user cannot write, so the
+//     path Docker mounts can never be swapped for a link.
+//   - Walk opens an absolute path one component at a time with O_NOFOLLOW and
+//     returns the identity (device, inode) of what it names: mlc records it at
+//     create and compares it before every start.
+package paths
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mlc-lab/mlc/errs"
+)
+
+// ID is a directory's identity: device and inode.
+type ID struct {
+	Dev uint64 `json:"dev"`
+	Ino uint64 `json:"ino"`
+}
+
+func (i ID) String() string { return fmt.Sprintf("%d:%d", i.Dev, i.Ino) }
+
+// ParseID reads "dev:ino".
+func ParseID(s string) (ID, bool) {
+	d, i, ok := strings.Cut(s, ":")
+	if !ok {
+		return ID{}, false
+	}
+	dev, err1 := strconv.ParseUint(d, 10, 64)
+	ino, err2 := strconv.ParseUint(i, 10, 64)
+	return ID{dev, ino}, err1 == nil && err2 == nil
+}
+
+func idOf(st *unix.Stat_t) ID { return ID{Dev: uint64(st.Dev), Ino: st.Ino} }
+
+// Walk opens the absolute, clean path p one component at a time, refusing
+// any symbolic link on the way (the last component included), and returns
+// the identity of the directory it names. It reads nothing but the names.
+func Walk(p string) (ID, error) {
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return ID{}, fmt.Errorf("%s: not an absolute clean path", p)
+	}
+	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return ID{}, err
+	}
+	for _, part := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
+		if part == "" {
+			continue
+		}
+		next, err := unix.Openat(fd, part, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return ID{}, err
+		}
+		fd = next
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return ID{}, err
+	}
+	return idOf(&st), nil
+}
+
+// Under is whether the clean absolute path p lies at or below root.
+func Under(p, root string) bool {
+	rel, err := filepath.Rel(root, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// NotAllowed is the one answer for every refused path: it never says why,
+// so it shows nothing of what the caller could not see.
+func NotAllowed(what, p, where string) error {
+	return errs.New(errs.Permission, "%s %s: not allowed (it must be an existing directory you can read, under %s)", what, p, where)
+}

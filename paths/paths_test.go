@@ -1,0 +1,191 @@
+package paths
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// The helper process is this test binary run as another user.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == HelperArg {
+		os.Exit(Serve(os.Args[2:], os.Stdout))
+	}
+	os.Exit(m.Run())
+}
+
+func TestWalkRefusesLinks(t *testing.T) {
+	d := t.TempDir()
+	must(t, os.MkdirAll(filepath.Join(d, "a", "b"), 0o755))
+	must(t, os.Symlink(filepath.Join(d, "a"), filepath.Join(d, "l")))
+	must(t, os.Symlink("/", filepath.Join(d, "a", "root")))
+	id, err := Walk(filepath.Join(d, "a", "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	must(t, syscall.Stat(filepath.Join(d, "a", "b"), &st))
+	if id != (ID{uint64(st.Dev), st.Ino}) {
+		t.Errorf("id %v, stat %d:%d", id, st.Dev, st.Ino)
+	}
+	for _, p := range []string{filepath.Join(d, "l", "b"), filepath.Join(d, "l"), filepath.Join(d, "a", "root"), d + "/a/../a", "a/b"} {
+		if _, err := Walk(p); err == nil {
+			t.Errorf("Walk(%s) followed a link or took an unclean path", p)
+		}
+	}
+	if got, ok := ParseID(id.String()); !ok || got != id {
+		t.Errorf("ParseID(%s) = %v %v", id, got, ok)
+	}
+}
+
+func TestEnsureWorkspace(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to give a workspace to another uid")
+	}
+	base := t.TempDir()
+	must(t, os.Chmod(base, 0o755))
+	root := filepath.Join(base, "ws")
+	ws, err := EnsureWorkspace(root, "alice", 4242, 4243, "thesis")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws.Path != filepath.Join(root, "alice", "thesis") || !ws.Created {
+		t.Errorf("workspace %+v", ws)
+	}
+	check := func(p string, uid uint32, mode os.FileMode) {
+		t.Helper()
+		fi, err := os.Lstat(p)
+		must(t, err)
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || fi.Mode().Perm() != mode || !fi.IsDir() {
+			t.Errorf("%s: uid %d mode %v, want %d %v", p, st.Uid, fi.Mode(), uid, mode)
+		}
+	}
+	check(root, 0, 0o711)
+	check(filepath.Join(root, "alice"), 0, 0o711)
+	check(ws.Path, 4242, 0o700)
+	again, err := EnsureWorkspace(root, "alice", 4242, 4243, "thesis")
+	if err != nil || again.Created || again.ID != ws.ID {
+		t.Errorf("second ensure: %+v %v", again, err)
+	}
+	// Someone else's directory is never taken over or chowned.
+	if _, err := EnsureWorkspace(root, "alice", 4244, 4243, "thesis"); err == nil || !strings.Contains(err.Error(), "belongs to another account") {
+		t.Errorf("another uid's workspace: %v", err)
+	}
+	// A link where the workspace should be is refused, never followed.
+	must(t, os.Symlink("/etc", filepath.Join(root, "alice", "evil")))
+	if _, err := EnsureWorkspace(root, "alice", 4242, 4243, "evil"); err == nil {
+		t.Error("a link as the workspace was accepted")
+	}
+	if fi, _ := os.Stat("/etc"); fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Fatal("/etc was chowned")
+	}
+	// A user-owned level is refused: the user could replace what is below it.
+	must(t, os.Mkdir(filepath.Join(root, "bob"), 0o755))
+	must(t, os.Chown(filepath.Join(root, "bob"), 4245, 4245))
+	if _, err := EnsureWorkspace(root, "bob", 4245, 4245, "x"); err == nil || !strings.Contains(err.Error(), "not owned by root") {
+		t.Errorf("user-owned level: %v", err)
+	}
+	// So is a writable workspace_root.
+	must(t, os.Chmod(root, 0o777))
+	if _, err := EnsureWorkspace(root, "alice", 4242, 4243, "thesis"); err == nil || !strings.Contains(err.Error(), "writable") {
+		t.Errorf("world-writable root: %v", err)
+	}
+	for _, bad := range []string{"..", ".", "a/b", "", "-x"} {
+		if _, err := EnsureWorkspace(root, "alice", 4242, 4243, bad); err == nil {
+			t.Errorf("workspace name %q accepted", bad)
+		}
+	}
+}
+
+// nobody is a user with none of root's rights, for the helper tests.
+func nobody(t *testing.T) Cred {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root to start a helper as another user")
+	}
+	return Cred{UID: 65534, GID: 65534}
+}
+
+func TestHelperHasTheUsersRights(t *testing.T) {
+	c := nobody(t)
+	// A copy of this test binary that nobody can run is the helper.
+	d, err := os.MkdirTemp("", "mlc-paths-")
+	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(d) })
+	must(t, os.Chmod(d, 0o755))
+	self, err := os.Executable()
+	must(t, err)
+	bin, err := os.ReadFile(self)
+	must(t, err)
+	exe := filepath.Join(d, "helper")
+	must(t, os.WriteFile(exe, bin, 0o755))
+	r := Runner{Exe: exe}
+	ctx := context.Background()
+	secret := filepath.Join(d, "secret.yaml")
+	must(t, os.WriteFile(secret, []byte("root:$6$hash:19000:0:99999:7:::\n"), 0o600))
+	open := filepath.Join(d, "open.yaml")
+	must(t, os.WriteFile(open, []byte("defaults:\n  cpus: 2\n"), 0o644))
+
+	if data, err := r.ReadFile(ctx, c, open, MaxPolicy); err != nil || string(data) != "defaults:\n  cpus: 2\n" {
+		t.Errorf("readable file: %q %v", data, err)
+	}
+	var f *Failure
+	if _, err := r.ReadFile(ctx, c, secret, MaxPolicy); !errors.As(err, &f) || f.Code != codeDenied {
+		t.Errorf("root-only file read as nobody: %v", err)
+	}
+	if _, err := r.ReadFile(ctx, c, "/dev/zero", MaxPolicy); !errors.As(err, &f) || f.Code != codeNotRegular {
+		t.Errorf("/dev/zero: %v", err)
+	}
+	fifo := filepath.Join(d, "fifo")
+	must(t, syscall.Mkfifo(fifo, 0o666))
+	if _, err := r.ReadFile(ctx, c, fifo, MaxPolicy); !errors.As(err, &f) || f.Code != codeNotRegular {
+		t.Errorf("fifo: %v", err)
+	}
+	big := filepath.Join(d, "big")
+	must(t, os.WriteFile(big, make([]byte, MaxPolicy+1), 0o644))
+	if _, err := r.ReadFile(ctx, c, big, MaxPolicy); !errors.As(err, &f) || f.Code != codeTooLarge {
+		t.Errorf("big file: %v", err)
+	}
+	// Resolving: a link to a directory nobody cannot enter is refused.
+	private := filepath.Join(d, "private")
+	must(t, os.Mkdir(private, 0o700))
+	must(t, os.Symlink(private, filepath.Join(d, "link")))
+	if _, err := r.ResolveDir(ctx, c, filepath.Join(d, "link")); !errors.As(err, &f) {
+		t.Errorf("private dir through a link: %v", err)
+	}
+	pub := filepath.Join(d, "pub")
+	must(t, os.Mkdir(pub, 0o755))
+	must(t, os.Symlink(pub, filepath.Join(d, "publink")))
+	res, err := r.ResolveDir(ctx, c, filepath.Join(d, "publink"))
+	if err != nil || res.Real != pub {
+		t.Errorf("public dir through a link: %+v %v", res, err)
+	}
+	// Links are made as the user: not in a directory they cannot write.
+	if err := r.Link(ctx, c, filepath.Join(d, "private", "ws"), "x", "/tmp"); !errors.As(err, &f) || f.Code != codeDenied {
+		t.Errorf("link in a root-only dir: %v", err)
+	}
+}
+
+func TestHelperRefusesRoot(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root")
+	}
+	exe, err := os.Executable()
+	must(t, err)
+	out, err := exec.Command(exe, HelperArg, "read", "/etc/shadow", "100").CombinedOutput()
+	if err == nil || strings.Contains(string(out), "root:") {
+		t.Errorf("helper ran as root: %v %q", err, out)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
