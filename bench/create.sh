@@ -8,7 +8,7 @@ ROUNDS=${ROUNDS:-15}
 MLC=${MLC:-bin/mlc}
 IMAGE=mlc/busybox:latest
 state=$(mktemp -d /tmp/mlc-bench.XXXXXX)
-export MLC_STATE_DIR=$state MLC_AUDIT_LOG=$state/audit.jsonl
+export MLC_STATE_DIR=$state MLC_AUDIT_LOG=$state/audit.jsonl MLC_WORKSPACE_ROOT=$state/workspaces
 unset MLC_CONFIG
 ws=$state/ws; mkdir -p "$ws"
 # The same limits mlc gives, as docker run flags; memlock as mlc would ask here.

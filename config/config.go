@@ -148,7 +148,8 @@ func Locate(flag string) string {
 }
 
 // LoadFrom loads Locate(flag)'s file, or the embedded default, and applies
-// the MLC_STATE_DIR, MLC_AUDIT_LOG and MLC_FAKE_GPUS overrides.
+// the MLC_STATE_DIR, MLC_AUDIT_LOG, MLC_WORKSPACE_ROOT and MLC_FAKE_GPUS
+// overrides (never under sudo for a user: see LoadSystem).
 func LoadFrom(flag string) (*Config, error) {
 	c, err := loadPath(Locate(flag))
 	if err != nil {
@@ -180,6 +181,12 @@ func (c *Config) applyEnv() error {
 	}
 	if v := os.Getenv("MLC_AUDIT_LOG"); v != "" {
 		c.AuditLog = v
+	}
+	if v := os.Getenv("MLC_WORKSPACE_ROOT"); v != "" {
+		if !filepath.IsAbs(v) {
+			return errs.New(errs.Config, "MLC_WORKSPACE_ROOT=%q is not an absolute path", v)
+		}
+		c.Policies.WorkspaceRoot = filepath.Clean(v)
 	}
 	if v := os.Getenv("MLC_FAKE_GPUS"); v != "" {
 		n, err := strconv.Atoi(v)

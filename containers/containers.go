@@ -22,6 +22,7 @@ import (
 	"github.com/mlc-lab/mlc/errs"
 	"github.com/mlc-lab/mlc/identity"
 	"github.com/mlc-lab/mlc/limits"
+	"github.com/mlc-lab/mlc/paths"
 )
 
 // NamePattern is what a container's short name may look like.
@@ -41,6 +42,8 @@ type Manager struct {
 	// HostCPUs caps the CPU limit (the engine refuses more than the host has);
 	// 0 means this machine's count (mlc runs beside the engine).
 	HostCPUs int
+	// Paths resolves and makes paths with a user's own rights.
+	Paths paths.Runner
 }
 
 // Actor is who acts (Caller) and for whom (Target, the caller unless an
@@ -165,7 +168,8 @@ func splitList(s string) []string {
 }
 
 // Start starts a stopped container.
-func (m *Manager) Start(ctx context.Context, a Actor, name string) error {
+func (m *Manager) Start(ctx context.Context, a Actor, name string) (err error) {
+	defer func() { m.audit(a, "start", name, err, nil) }()
 	c, err := m.Find(ctx, a, name)
 	if err != nil {
 		return err
@@ -173,13 +177,17 @@ func (m *Manager) Start(ctx context.Context, a Actor, name string) error {
 	if c.State == "running" {
 		return errs.New(errs.Conflict, "%s is already running", name)
 	}
-	return m.start(ctx, a, c)
+	return m.start(ctx, c)
 }
 
-// start starts a found container, re-claiming its GPUs if they were released.
-func (m *Manager) start(ctx context.Context, a Actor, c engine.Container) error {
-	name := c.Labels[engine.LabelName]
+// start starts a found container: its mounts must still be the directories
+// recorded at create, and its GPUs are re-claimed, under the owner's quota,
+// if they were released while it was stopped.
+func (m *Manager) start(ctx context.Context, c engine.Container) error {
 	if err := m.ready(); err != nil {
+		return err
+	}
+	if err := checkMounts(c); err != nil {
 		return err
 	}
 	if m.GPUs != nil && hasGPUs(c) {
@@ -188,13 +196,10 @@ func (m *Manager) start(ctx context.Context, a Actor, c engine.Container) error 
 			return err
 		}
 		if err := m.GPUs.EnsureHeld(ctx, c, lim.GPUs.Value, lim.GPUs.Source); err != nil {
-			m.audit(a, "start", name, err, nil)
 			return err
 		}
 	}
-	err := m.Eng.Start(ctx, c.ID)
-	m.audit(a, "start", name, err, nil)
-	return err
+	return m.Eng.Start(ctx, c.ID)
 }
 
 // Stop stops a container, killing it after timeout seconds.
@@ -208,7 +213,8 @@ func (m *Manager) Kill(ctx context.Context, a Actor, name string) error {
 }
 
 // halt stops a running container with fn and tells the GPU ledger.
-func (m *Manager) halt(ctx context.Context, a Actor, name, action string, fn func(id string) error) error {
+func (m *Manager) halt(ctx context.Context, a Actor, name, action string, fn func(id string) error) (err error) {
+	defer func() { m.audit(a, action, name, err, nil) }()
 	c, err := m.Find(ctx, a, name)
 	if err != nil {
 		return err
@@ -223,13 +229,13 @@ func (m *Manager) halt(ctx context.Context, a Actor, name, action string, fn fun
 	if err == nil && m.GPUs != nil && hasGPUs(c) {
 		err = m.GPUs.Stopped(ctx, c)
 	}
-	m.audit(a, action, name, err, nil)
 	return err
 }
 
 // Remove removes a container. Its workspace and data stay. A running one
 // needs force; a protected one needs an admin's force.
-func (m *Manager) Remove(ctx context.Context, a Actor, name string, force bool) error {
+func (m *Manager) Remove(ctx context.Context, a Actor, name string, force bool) (err error) {
+	defer func() { m.audit(a, "remove", name, err, nil) }()
 	c, err := m.Find(ctx, a, name)
 	if err != nil {
 		return err
@@ -238,9 +244,7 @@ func (m *Manager) Remove(ctx context.Context, a Actor, name string, force bool) 
 		return err
 	}
 	if m.IsProtected(c) && !(force && a.Caller.Admin) {
-		err := errs.New(errs.Conflict, "%s is protected; an admin can remove it with --force", name)
-		m.audit(a, "remove", name, err, nil)
-		return err
+		return errs.New(errs.Conflict, "%s is protected; an admin can remove it with --force", name)
 	}
 	if c.State == "running" && !force {
 		return errs.New(errs.Conflict, "%s is running; stop it first, or use --force", name)
@@ -251,8 +255,14 @@ func (m *Manager) Remove(ctx context.Context, a Actor, name string, force bool) 
 			_, err = m.GPUs.Release(ctx, c, "removed")
 		}
 		m.clearProtectMark(c.ID)
+		// Under the user's lock: a create of theirs may be about to join it.
+		if unlock, lerr := m.lockUser(context.WithoutCancel(ctx), a.Target.UID); lerr == nil {
+			if nerr := m.dropNetworkIfEmpty(ctx, a); nerr != nil && m.Progress != nil {
+				fmt.Fprintf(m.Progress, "mlc: note: %v\n", nerr)
+			}
+			unlock()
+		}
 	}
-	m.audit(a, "remove", name, err, nil)
 	return err
 }
 
@@ -290,10 +300,13 @@ type OpenOptions struct {
 func (m *Manager) Open(ctx context.Context, a Actor, name string, o OpenOptions) (int, error) {
 	c, err := m.Find(ctx, a, name)
 	if err != nil {
+		m.audit(a, "open", name, err, nil)
 		return -1, err
 	}
 	if c.State != "running" {
-		if err := m.start(ctx, a, c); err != nil {
+		err := m.start(ctx, c)
+		m.audit(a, "start", name, err, map[string]any{"by": "open"})
+		if err != nil {
 			return -1, err
 		}
 	}
@@ -302,8 +315,8 @@ func (m *Manager) Open(ctx context.Context, a Actor, name string, o OpenOptions)
 		cmd = []string{"sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"}
 	}
 	user := ""
-	if uid := c.Labels[engine.LabelUID]; uid != "" && c.Labels["mlc.root"] != "true" {
-		user = uid + ":" + c.Labels["mlc.gid"]
+	if uid := c.Labels[engine.LabelUID]; uid != "" && c.Labels[engine.LabelRoot] != "true" {
+		user = uid + ":" + c.Labels[engine.LabelGID]
 	}
 	m.audit(a, "open", name, nil, map[string]any{"cmd": o.Cmd})
 	return m.Eng.Exec(ctx, c.ID, engine.ExecOptions{Cmd: cmd, User: user, WorkDir: "/workspace",
@@ -313,7 +326,12 @@ func (m *Manager) Open(ctx context.Context, a Actor, name string, o OpenOptions)
 // Protect marks a container so cleanup and remove leave it alone (admins).
 // Docker labels cannot change after create, so the mark is a file in the
 // state directory; the mlc.protected label and the policy's patterns count too.
-func (m *Manager) Protect(ctx context.Context, a Actor, name string, on bool) error {
+func (m *Manager) Protect(ctx context.Context, a Actor, name string, on bool) (err error) {
+	action := "protect"
+	if !on {
+		action = "unprotect"
+	}
+	defer func() { m.audit(a, action, name, err, nil) }()
 	if !a.Caller.Admin {
 		return errs.New(errs.Permission, "only admins may change protection")
 	}
@@ -324,22 +342,19 @@ func (m *Manager) Protect(ctx context.Context, a Actor, name string, on bool) er
 	if err := m.ready(); err != nil {
 		return err
 	}
-	action := "protect"
 	if on {
-		err = os.MkdirAll(m.protectDir(), 0o755)
+		err = os.MkdirAll(m.protectDir(), 0o700)
 		if err == nil {
 			err = os.WriteFile(m.protectMark(c.ID), []byte(a.Caller.User+"\n"), 0o644)
 		}
 		err = errs.Wrap(errs.State, err, "protection mark")
 	} else {
-		action = "unprotect"
 		if c.Labels[engine.LabelProtected] == "true" || m.matchesPattern(c) {
 			err = errs.New(errs.Conflict, "%s is protected by its label or by the policy's protected patterns; only the policy can change that", name)
 		} else if rerr := os.Remove(m.protectMark(c.ID)); rerr != nil && !os.IsNotExist(rerr) {
 			err = errs.Wrap(errs.State, rerr, "protection mark")
 		}
 	}
-	m.audit(a, action, name, err, nil)
 	return err
 }
 

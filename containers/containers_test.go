@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/mlc-lab/mlc/audit"
@@ -15,7 +18,16 @@ import (
 	"github.com/mlc-lab/mlc/errs"
 	"github.com/mlc-lab/mlc/identity"
 	"github.com/mlc-lab/mlc/limits"
+	"github.com/mlc-lab/mlc/paths"
 )
+
+// The path helper is this test binary run as another user.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == paths.HelperArg {
+		os.Exit(paths.Serve(os.Args[2:], os.Stdout))
+	}
+	os.Exit(m.Run())
+}
 
 const policy = `
 defaults:
@@ -52,6 +64,9 @@ type env struct {
 
 func setup(t *testing.T) *env {
 	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("creates workspaces for other uids: needs root (make test runs as root)")
+	}
 	base := t.TempDir()
 	roots := filepath.Join(base, "data")
 	os.MkdirAll(roots, 0o755)
@@ -60,6 +75,7 @@ func setup(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	cfg.StateDir = filepath.Join(base, "state")
+	cfg.Policies.WorkspaceRoot = filepath.Join(base, "ws")
 	f := newFake()
 	uid, gid := os.Getuid(), os.Getgid()
 	mk := func(name string, n int, admin bool) *identity.Caller {
@@ -103,8 +119,21 @@ func TestCreateAppliesLimits(t *testing.T) {
 	if len(s.Ports) != 1 || s.Ports[0].HostIP != "127.0.0.1" {
 		t.Errorf("ports: %+v", s.Ports)
 	}
-	if _, err := os.Stat(filepath.Join(e.alice.Home, "workspace")); err != nil {
-		t.Errorf("workspace not created: %v", err)
+	ws := filepath.Join(e.m.Cfg.Policies.WorkspaceRoot, "alice", "thesis")
+	if fi, err := os.Stat(ws); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(e.alice.UID) {
+		t.Errorf("workspace not created for alice: %v", err)
+	}
+	if len(s.Mounts) != 1 || s.Mounts[0] != (engine.Mount{Source: ws, Target: "/workspace"}) || out.Workspace != ws {
+		t.Errorf("mounts %+v, workspace %s", s.Mounts, out.Workspace)
+	}
+	if l, err := os.Readlink(filepath.Join(e.alice.Home, "workspaces", "thesis")); err != nil || l != ws {
+		t.Errorf("home link: %q %v", l, err)
+	}
+	if !strings.HasPrefix(s.Labels[engine.LabelMounts], "/workspace=") {
+		t.Errorf("mounts not recorded: %q", s.Labels[engine.LabelMounts])
+	}
+	if !slices.Contains(s.Request().Config.Env, "NVIDIA_VISIBLE_DEVICES=void") {
+		t.Errorf("no GPUs but NVIDIA_VISIBLE_DEVICES is not void: %v", s.Request().Config.Env)
 	}
 	r := s.Request()
 	if r.HostConfig.Privileged || r.HostConfig.NetworkMode != "bridge" || r.HostConfig.PidMode != "" || r.HostConfig.IpcMode != "private" {
@@ -177,16 +206,22 @@ func TestBadInput(t *testing.T) {
 		{"more cpus", CreateRequest{Name: "a", Framework: "busybox", CPUs: 8}, errs.Quota, "--cpus 8 is more than your cpus limit of 4 (default)"},
 		{"more memory", CreateRequest{Name: "a", Framework: "busybox", Memory: 16 << 30}, errs.Quota, "--memory 16GiB is more than your memory limit of 8GiB (default)"},
 		{"more gpus", CreateRequest{Name: "a", Framework: "busybox", GPUs: 2}, errs.Quota, "--gpus 2 is more than your gpus limit of 1 (default)"},
+		{"nan cpus", CreateRequest{Name: "a", Framework: "busybox", CPUs: math.NaN()}, errs.Usage, "not a number of CPUs"},
+		{"inf cpus", CreateRequest{Name: "a", Framework: "busybox", CPUs: math.Inf(1)}, errs.Usage, "not a number of CPUs"},
 		{"root", CreateRequest{Name: "a", Framework: "busybox", Root: true}, errs.Permission, "allow_root"},
-		{"workspace file", CreateRequest{Name: "a", Framework: "busybox", Workspace: file}, errs.Usage, "is a file, not a directory"},
-		{"outside", CreateRequest{Name: "a", Framework: "busybox", Data: "/etc"}, errs.Permission, "outside the allowed places"},
-		{"dotdot", CreateRequest{Name: "a", Framework: "busybox", Data: e.roots + "/set/../../x"}, errs.Usage, `".." is not allowed`},
-		{"symlink", CreateRequest{Name: "a", Framework: "busybox", Data: filepath.Join(e.alice.Home, "etc-link")}, errs.Permission, "(really /etc)"},
-		{"missing data", CreateRequest{Name: "a", Framework: "busybox", Data: filepath.Join(e.roots, "nope")}, errs.NotFound, "does not exist"},
+		{"workspace path", CreateRequest{Name: "a", Framework: "busybox", Workspace: file}, errs.Usage, "give a workspace name"},
+		{"workspace dotdot", CreateRequest{Name: "a", Framework: "busybox", Workspace: ".."}, errs.Usage, "give a workspace name"},
+		{"data file", CreateRequest{Name: "a", Framework: "busybox", Data: file}, errs.Permission, "not allowed"},
+		{"outside", CreateRequest{Name: "a", Framework: "busybox", Data: "/etc"}, errs.Permission, "not allowed"},
+		{"dotdot", CreateRequest{Name: "a", Framework: "busybox", Data: e.roots + "/set/../../x"}, errs.Permission, "not allowed"},
+		{"symlink", CreateRequest{Name: "a", Framework: "busybox", Data: filepath.Join(e.alice.Home, "etc-link")}, errs.Permission, "not allowed"},
+		{"missing data", CreateRequest{Name: "a", Framework: "busybox", Data: filepath.Join(e.roots, "nope")}, errs.Permission, "not allowed"},
 		{"bad port", CreateRequest{Name: "a", Framework: "busybox", Publish: []string{"70000"}}, errs.Usage, "not a port number"},
 		{"foreign bind", CreateRequest{Name: "a", Framework: "busybox", Publish: []string{"0.0.0.0:80:80"}}, errs.Usage, "only be published on 127.0.0.1"},
 		{"bad env", CreateRequest{Name: "a", Framework: "busybox", Env: []string{"NOVALUE"}}, errs.Usage, "use KEY=VALUE"},
-		{"gpu env", CreateRequest{Name: "a", Framework: "busybox", Env: []string{"CUDA_VISIBLE_DEVICES=0"}}, errs.Permission, "assigned by mlc"},
+		{"gpu env", CreateRequest{Name: "a", Framework: "busybox", Env: []string{"CUDA_VISIBLE_DEVICES=0"}}, errs.Permission, "set by mlc"},
+		{"nvidia env", CreateRequest{Name: "a", Framework: "busybox", Env: []string{"NVIDIA_DRIVER_CAPABILITIES=all"}}, errs.Permission, "set by mlc"},
+		{"nvidia env lower", CreateRequest{Name: "a", Framework: "busybox", Env: []string{"nvidia_visible_devices=all"}}, errs.Permission, "set by mlc"},
 		{"missing image", CreateRequest{Name: "a", ImageAlias: "gone"}, errs.Image, "cannot be pulled"},
 	}
 	for _, c := range cases {
@@ -200,9 +235,19 @@ func TestBadInput(t *testing.T) {
 	if len(e.f.byID) != 0 {
 		t.Fatalf("bad input left containers: %v", e.f.calls)
 	}
-	// Data inside a mount root is fine.
-	if _, err := e.create(t, e.alice, CreateRequest{Name: "ok", Framework: "busybox", Data: filepath.Join(e.roots, "set")}); err != nil {
+	// Every refusal is audited with the caller.
+	if lines := readAudit(t, e.m.Audit.Path); len(lines) != len(cases) || lines[0]["result"] != "error" || lines[0]["caller"] != "alice" {
+		t.Errorf("%d refusals, %d audit lines: %v", len(cases), len(lines), lines)
+	}
+	// Data inside a mount root is fine, read-only, and recorded.
+	out, err := e.create(t, e.alice, CreateRequest{Name: "ok", Framework: "busybox", Data: filepath.Join(e.roots, "set")})
+	if err != nil {
 		t.Fatal(err)
+	}
+	s := e.f.specs[out.ID]
+	if len(s.Mounts) != 2 || s.Mounts[1] != (engine.Mount{Source: filepath.Join(e.roots, "set"), Target: "/data", ReadOnly: true}) ||
+		!strings.Contains(s.Labels[engine.LabelMounts], ",/data=") {
+		t.Errorf("data mount %+v %q", s.Mounts, s.Labels[engine.LabelMounts])
 	}
 }
 
@@ -333,7 +378,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	if len(e.f.calls) != 0 {
 		t.Fatalf("dry run called the engine: %v", e.f.calls)
 	}
-	if _, err := os.Stat(filepath.Join(e.alice.Home, "workspace")); err == nil {
+	if _, err := os.Stat(e.m.Cfg.Policies.WorkspaceRoot); err == nil {
 		t.Fatal("dry run created the workspace")
 	}
 	b, _ := json.Marshal(out.Request)

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +17,7 @@ import (
 	"github.com/mlc-lab/mlc/engine"
 	"github.com/mlc-lab/mlc/errs"
 	"github.com/mlc-lab/mlc/limits"
+	"github.com/mlc-lab/mlc/paths"
 )
 
 // Allocator hands out GPUs (gpualloc's ledger implements it).
@@ -96,12 +97,31 @@ type Created struct {
 
 var envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
-var reservedEnv = map[string]bool{"NVIDIA_VISIBLE_DEVICES": true, "CUDA_VISIBLE_DEVICES": true,
-	"NVIDIA_DRIVER_CAPABILITIES": true, "NVIDIA_REQUIRE_CUDA": true}
+// reservedEnv is whether a user may not set variable k: GPUs are mlc's to assign.
+func reservedEnv(k string) bool {
+	u := strings.ToUpper(k)
+	return strings.HasPrefix(u, "NVIDIA_") || u == "CUDA_VISIBLE_DEVICES"
+}
 
 // Create makes a container for a.Target under the policy and starts it. It
-// either succeeds or leaves nothing behind: no container, no GPU claim.
+// either succeeds or leaves nothing behind: no container, no GPU claim, even
+// when interrupted (ctx cancelled) at any point. Every outcome but a dry run
+// is audited, refusals included.
 func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Created, error) {
+	out, err := m.create(ctx, a, r)
+	if r.DryRun {
+		return out, err
+	}
+	var detail any
+	if err == nil {
+		detail = map[string]any{"image": out.Image, "cpus": out.Request.HostConfig.NanoCPUs, "memory": out.Request.HostConfig.Memory,
+			"gpus": out.GPUs, "workspace": out.Workspace}
+	}
+	m.audit(a, "create", r.Name, err, detail)
+	return out, err
+}
+
+func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Created, error) {
 	if !NamePattern.MatchString(r.Name) {
 		return nil, errs.New(errs.Usage, "invalid container name %q (letters, digits, _ . -; at most 63; no leading punctuation)", r.Name)
 	}
@@ -127,12 +147,10 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	if r.GPUs > lim.GPUs.Value {
 		return nil, errs.New(errs.Quota, "--gpus %d is more than your gpus limit of %d (%s)", r.GPUs, lim.GPUs.Value, lim.GPUs.Source)
 	}
-	if r.Root && !m.Cfg.Policies.AllowRoot {
-		return nil, errs.New(errs.Permission, "--root: the policy does not allow root in containers (policies.allow_root)")
-	}
-	mounts, workspace, err := m.mounts(a, r)
-	if err != nil {
-		return nil, err
+	if r.Root {
+		if err := m.checkRoot(ctx); err != nil {
+			return nil, err
+		}
 	}
 	var ports []engine.Port
 	for _, p := range r.Publish {
@@ -142,35 +160,27 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 		}
 		ports = append(ports, port)
 	}
+	if err := m.checkPorts(a, ports); err != nil {
+		return nil, err
+	}
 	env := []string{"HOME=/workspace", "USER=" + a.Target.User, "MLC_CONTAINER=" + r.Name}
 	for _, kv := range r.Env {
 		k, _, ok := strings.Cut(kv, "=")
 		if !ok || !envKeyRE.MatchString(k) {
 			return nil, errs.New(errs.Usage, "--env %q: use KEY=VALUE", kv)
 		}
-		if reservedEnv[k] {
-			return nil, errs.New(errs.Permission, "--env %s: GPUs are assigned by mlc (--gpus N)", k)
+		if reservedEnv(k) {
+			return nil, errs.New(errs.Permission, "--env %s: NVIDIA_* and CUDA_VISIBLE_DEVICES are set by mlc (ask for GPUs with --gpus N)", k)
 		}
 		env = append(env, kv)
 	}
-
-	existing, err := m.Eng.List(ctx, a.Target.User)
+	mp, err := m.planMounts(ctx, a, r)
 	if err != nil {
 		return nil, err
 	}
-	mine := 0
-	for _, c := range existing {
-		if !c.Managed() || c.Labels[engine.LabelUser] != a.Target.User {
-			continue
-		}
-		mine++
-		if c.Labels[engine.LabelName] == r.Name {
-			return nil, errs.New(errs.Conflict, "%s already exists (mlc list shows it; mlc remove %s frees the name)", r.Name, r.Name)
-		}
-	}
-	if mine >= lim.MaxContainers.Value {
-		return nil, errs.New(errs.Quota, "you have %d containers and your max_containers limit is %d (%s); remove one first",
-			mine, lim.MaxContainers.Value, lim.MaxContainers.Source)
+	// An early answer; the count that decides is taken again under the user's lock.
+	if err := m.checkCount(ctx, a, r.Name, lim); err != nil {
+		return nil, err
 	}
 
 	user := a.Target.UIDGID()
@@ -179,12 +189,12 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	}
 	labels := map[string]string{
 		engine.LabelManaged: "true", engine.LabelUser: a.Target.User, engine.LabelUID: strconv.Itoa(a.Target.UID),
-		"mlc.gid": strconv.Itoa(a.Target.GID), engine.LabelName: r.Name, engine.LabelImage: img.Alias,
+		engine.LabelGID: strconv.Itoa(a.Target.GID), engine.LabelName: r.Name, engine.LabelImage: img.Alias,
 		engine.LabelVersion: m.Version, engine.LabelCPUs: strconv.FormatFloat(cpus, 'f', -1, 64),
 		engine.LabelMemory: mem.String(), engine.LabelGPUs: "",
 	}
 	if r.Root {
-		labels["mlc.root"] = "true"
+		labels[engine.LabelRoot] = "true"
 	}
 	dockerName := engine.DockerName(a.Target.UID, r.Name)
 	if config.MatchProtected(m.Cfg, r.Name, dockerName) {
@@ -192,15 +202,16 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	}
 	spec := engine.Spec{
 		Name: dockerName, Image: img.Image, Labels: labels, User: user, Env: env, WorkingDir: "/workspace",
-		Mounts: mounts, Ports: ports, NanoCPUs: int64(cpus * 1e9), Memory: int64(mem), MemorySwap: int64(lim.MemorySwap.Value),
+		Mounts: mp.mounts, Ports: ports, NanoCPUs: int64(cpus * 1e9), Memory: int64(mem), MemorySwap: int64(lim.MemorySwap.Value),
 		ShmSize: int64(lim.ShmSize.Value), PidsLimit: lim.PidsLimit.Value,
 		Ulimits: []engine.Ulimit{{Name: "memlock", Soft: m.Memlock, Hard: m.Memlock}, {Name: "stack", Soft: 64 << 20, Hard: 64 << 20}},
 		CapAdd:  m.Cfg.Policies.Capabilities, Devices: m.Cfg.Policies.Devices, GPURuntime: m.Cfg.GPU.Runtime,
+		Network: engine.UserNetwork(a.Target.UID),
 	}
 	if mem < lim.Memory.Value {
 		spec.MemorySwap = int64(mem) // asking for less memory: no more swap than memory
 	}
-	out := &Created{Name: r.Name, User: a.Target.User, Image: img.Image, GPUs: []string{}, Workspace: workspace}
+	out := &Created{Name: r.Name, User: a.Target.User, Image: img.Image, GPUs: []string{}, Workspace: mp.workspace}
 	if r.DryRun {
 		if r.GPUs > 0 {
 			spec.GPUs = make([]string, r.GPUs)
@@ -209,6 +220,7 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 			}
 			spec.Labels[engine.LabelGPUs] = strings.Join(spec.GPUs, ",")
 		}
+		spec.Labels[engine.LabelMounts] = "<recorded at create>"
 		out.Request, out.DryRun = spec.Request(), true
 		return out, nil
 	}
@@ -217,12 +229,13 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 		return nil, err
 	}
 	if err := m.ensureImage(ctx, img.Image); err != nil {
-		m.audit(a, "create", r.Name, err, nil)
 		return nil, err
 	}
-	if err := m.makeWorkspace(a, workspace); err != nil {
+	if err := m.makeWorkspace(ctx, a, &mp); err != nil {
 		return nil, err
 	}
+	spec.Mounts = mp.mounts
+	spec.Labels[engine.LabelMounts] = mp.label()
 
 	var claim Claim
 	if r.GPUs > 0 {
@@ -237,10 +250,8 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 				}
 			}})
 		if err != nil {
-			m.audit(a, "create", r.Name, err, nil)
 			return nil, err
 		}
-		failpoint("claimed")
 		spec.GPUs = claim.UUIDs
 		if claim.Fake {
 			spec.GPURuntime = "env"
@@ -248,8 +259,12 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 		spec.Labels[engine.LabelGPUs] = strings.Join(claim.UUIDs, ",")
 		spec.Labels[engine.LabelAlloc] = strconv.FormatInt(claim.ID, 10)
 	}
-	undo := func(id string, cause error) error {
-		// A create that fails halfway leaves nothing behind.
+	// From here every step runs to its end whatever ctx does, and ctx is
+	// looked at between steps: an interrupt (Ctrl-C, SIGTERM, SIGHUP, the
+	// sudo parent dying) is answered by undoing, never by stopping half-way.
+	work := context.WithoutCancel(ctx)
+	id := ""
+	undo := func(cause error) error {
 		bg, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if id != "" {
@@ -258,44 +273,149 @@ func (m *Manager) Create(ctx context.Context, a Actor, r CreateRequest) (*Create
 		if claim.ID != 0 {
 			_ = m.GPUs.Abort(bg, claim.ID)
 		}
-		m.audit(a, "create", r.Name, cause, nil)
 		return cause
 	}
-	id, err := m.Eng.Create(ctx, spec)
+	interrupted := func() error {
+		if ctx.Err() != nil {
+			return errs.New(errs.Canceled, "interrupted; %s was not created", r.Name)
+		}
+		return nil
+	}
+	failpoint(ctx, "claimed")
+	unlock, err := m.lockUser(ctx, a.Target.UID)
+	if err != nil {
+		return nil, undo(err)
+	}
+	defer unlock()
+	if err := m.checkCount(work, a, r.Name, lim); err != nil {
+		return nil, undo(err)
+	}
+	if err := interrupted(); err != nil {
+		return nil, undo(err)
+	}
+	if spec.Network, err = m.ensureNetwork(work, a); err != nil {
+		return nil, undo(err)
+	}
+	id, err = m.Eng.Create(work, spec)
 	if err != nil {
 		if errs.Is(err, errs.Conflict) {
 			err = errs.New(errs.Conflict, "%s already exists", r.Name)
 		}
-		return nil, undo("", err)
+		return nil, undo(err)
 	}
-	failpoint("created")
+	failpoint(ctx, "created")
+	if err := interrupted(); err != nil {
+		return nil, undo(err)
+	}
 	if claim.ID != 0 {
-		if err := m.GPUs.Activate(ctx, claim.ID, id); err != nil {
-			return nil, undo(id, err)
+		if err := m.GPUs.Activate(work, claim.ID, id); err != nil {
+			return nil, undo(err)
 		}
 	}
-	failpoint("activated")
+	failpoint(ctx, "activated")
+	if err := interrupted(); err != nil {
+		return nil, undo(err)
+	}
 	if !r.NoStart {
-		if err := m.Eng.Start(ctx, id); err != nil {
+		if err := m.Eng.Start(work, id); err != nil {
 			if errs.Is(err, errs.Conflict) && len(ports) > 0 {
 				err = errs.New(errs.Conflict, "cannot publish %s: port already taken", strings.Join(r.Publish, ", "))
 			}
-			return nil, undo(id, err)
+			return nil, undo(err)
 		}
 		out.Started = true
+	}
+	failpoint(ctx, "started")
+	if err := interrupted(); err != nil {
+		return nil, undo(err)
 	}
 	out.ID, out.GPUs, out.Request = id, spec.GPUs, spec.Request()
 	if out.GPUs == nil {
 		out.GPUs = []string{}
 	}
-	m.audit(a, "create", r.Name, nil, map[string]any{"image": img.Image, "cpus": cpus, "memory": int64(mem), "gpus": spec.GPUs})
 	return out, nil
+}
+
+// checkCount refuses a create that would pass max_containers, or reuse a name.
+func (m *Manager) checkCount(ctx context.Context, a Actor, name string, lim *limits.Resolved) error {
+	existing, err := m.Eng.List(ctx, a.Target.User)
+	if err != nil {
+		return err
+	}
+	mine := 0
+	for _, c := range existing {
+		if !c.Managed() || c.Labels[engine.LabelUser] != a.Target.User {
+			continue
+		}
+		mine++
+		if c.Labels[engine.LabelName] == name {
+			return errs.New(errs.Conflict, "%s already exists (mlc list shows it; mlc remove %s frees the name)", name, name)
+		}
+	}
+	if mine >= lim.MaxContainers.Value {
+		return errs.New(errs.Quota, "you have %d containers and your max_containers limit is %d (%s); remove one first",
+			mine, lim.MaxContainers.Value, lim.MaxContainers.Source)
+	}
+	return nil
+}
+
+// checkRoot allows --root only where the policy does and the engine remaps
+// user namespaces (or runs rootless): root in the container must never be
+// root on the host.
+func (m *Manager) checkRoot(ctx context.Context) error {
+	if !m.Cfg.Policies.AllowRoot {
+		return errs.New(errs.Permission, "--root: the policy does not allow root in containers (policies.allow_root)")
+	}
+	ok, err := EngineRemapsRoot(ctx, m.Eng)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errs.New(errs.Permission, "--root: this engine does not remap user namespaces, so root in a container would be root on the host; an admin must run dockerd with --userns-remap=default (see docs/admin-guide.md)")
+	}
+	return nil
+}
+
+// PolicyWarnings are the problems of a valid policy on this engine: root
+// allowed in containers where root in a container would be root on the host.
+func PolicyWarnings(ctx context.Context, cfg *config.Config, eng engine.Engine) []string {
+	if !cfg.Policies.AllowRoot {
+		return nil
+	}
+	ok, err := EngineRemapsRoot(ctx, eng)
+	switch {
+	case err != nil:
+		return []string{"policies.allow_root is set; could not ask the engine whether it remaps user namespaces: " + err.Error()}
+	case !ok:
+		return []string{"policies.allow_root is set, but this engine does not remap user namespaces (dockerd --userns-remap): mlc refuses --root until it does"}
+	}
+	return nil
+}
+
+// EngineRemapsRoot is whether root in the engine's containers is not root on
+// the host: user-namespace remapping or a rootless engine.
+func EngineRemapsRoot(ctx context.Context, eng engine.Engine) (bool, error) {
+	opts, err := eng.SecurityOptions(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, o := range opts {
+		for _, kv := range strings.Split(o, ",") {
+			if kv == "name=userns" || kv == "name=rootless" {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 // fitLimits checks --cpus/--memory against the user's limits: less is fine,
 // more is an error naming the limit and the rule that set it.
 func fitLimits(r CreateRequest, lim *limits.Resolved) (float64, config.Size, error) {
 	cpus, mem := lim.CPUs.Value, lim.Memory.Value
+	if math.IsNaN(r.CPUs) || math.IsInf(r.CPUs, 0) {
+		return 0, 0, errs.New(errs.Usage, "--cpus %v is not a number of CPUs", r.CPUs)
+	}
 	if r.CPUs < 0 {
 		return 0, 0, errs.New(errs.Usage, "--cpus must be more than 0")
 	}
@@ -403,33 +523,86 @@ func (m *Manager) ensureImage(ctx context.Context, ref string) error {
 	return m.Eng.Pull(ctx, ref, m.Progress)
 }
 
-// mounts works out the bind mounts: the workspace at /workspace, --data at
-// /data, --models at /models. Each must lie below the user's home or one of
-// policies.mount_roots, after symlinks are resolved; ".." is refused.
-func (m *Manager) mounts(a Actor, r CreateRequest) ([]engine.Mount, string, error) {
-	ws := r.Workspace
-	if ws == "" {
-		ws = "~/workspace"
+// mountPlan is the bind mounts of a container being created.
+type mountPlan struct {
+	wsName    string
+	workspace string              // <workspace_root>/<user>/<name>
+	mounts    []engine.Mount      // the workspace first, its source filled by makeWorkspace
+	ids       map[string]paths.ID // target -> identity of the source, recorded in LabelMounts
+}
+
+func (p *mountPlan) label() string {
+	var parts []string
+	for _, mt := range p.mounts {
+		parts = append(parts, mt.Target+"="+p.ids[mt.Target].String())
 	}
-	if rest, ok := strings.CutPrefix(ws, "~/"); ok {
-		ws = filepath.Join(a.Target.Home, rest)
+	return strings.Join(parts, ",")
+}
+
+// planMounts works out the mounts: the workspace (a name; its directory is
+// <workspace_root>/<user>/<name>) at /workspace, and --data at /data and
+// --models at /models, read-only, each an existing directory the owner can
+// read, below their home or a mount root, resolved with the owner's rights.
+func (m *Manager) planMounts(ctx context.Context, a Actor, r CreateRequest) (mountPlan, error) {
+	name := r.Workspace
+	if name == "" {
+		name = r.Name
 	}
-	ws, err := m.checkPath(a, r.Cwd, ws, "workspace", true)
-	if err != nil {
-		return nil, "", err
+	if strings.Contains(name, "/") || !paths.NamePattern.MatchString(name) || strings.Contains(name, "..") {
+		return mountPlan{}, errs.New(errs.Usage, "--workspace %q: give a workspace name (letters, digits, _ . -), not a path: workspaces live in %s/%s/NAME; mount a directory of yours with --data or --models",
+			name, m.Cfg.Policies.WorkspaceRoot, a.Target.User)
 	}
-	mounts := []engine.Mount{{Source: ws, Target: "/workspace"}}
-	for _, p := range []struct{ flag, path, target string }{{"data", r.Data, "/data"}, {"models", r.Models, "/models"}} {
-		if p.path == "" {
+	mp := mountPlan{wsName: name, workspace: filepath.Join(m.Cfg.Policies.WorkspaceRoot, a.Target.User, name), ids: map[string]paths.ID{}}
+	mp.mounts = []engine.Mount{{Source: mp.workspace, Target: "/workspace"}}
+	for _, d := range []struct{ flag, path, target string }{{"--data", r.Data, "/data"}, {"--models", r.Models, "/models"}} {
+		if d.path == "" {
 			continue
 		}
-		real, err := m.checkPath(a, r.Cwd, p.path, p.flag, false)
+		res, err := m.userDir(ctx, a, r.Cwd, d.path, d.flag)
 		if err != nil {
-			return nil, "", err
+			return mountPlan{}, err
 		}
-		mounts = append(mounts, engine.Mount{Source: real, Target: p.target})
+		mp.mounts = append(mp.mounts, engine.Mount{Source: res.Real, Target: d.target, ReadOnly: true})
+		mp.ids[d.target] = res.ID
 	}
-	return mounts, ws, nil
+	return mp, nil
+}
+
+// userDir resolves a directory the owner named, with the owner's rights, and
+// checks that root reaches the same directory through no link, below an
+// allowed place. Every refusal reads the same.
+func (m *Manager) userDir(ctx context.Context, a Actor, cwd, p, what string) (paths.Resolved, error) {
+	where := strings.Join(append([]string{"your home"}, m.Cfg.Policies.MountRoots...), ", ")
+	shown := p
+	if rest, ok := strings.CutPrefix(p, "~/"); ok {
+		p = filepath.Join(a.Target.Home, rest)
+	}
+	if !filepath.IsAbs(p) {
+		if cwd == "" {
+			cwd, _ = os.Getwd()
+		}
+		p = filepath.Join(cwd, p)
+	}
+	cred, err := paths.CredFor(a.Target.UID)
+	if err != nil {
+		return paths.Resolved{}, err
+	}
+	res, err := m.Paths.ResolveDir(ctx, cred, filepath.Clean(p))
+	var f *paths.Failure
+	if errors.As(err, &f) {
+		return paths.Resolved{}, paths.NotAllowed(what, shown, where)
+	} else if err != nil {
+		return paths.Resolved{}, err
+	}
+	if id, err := paths.Walk(res.Real); err != nil || id != res.ID {
+		return paths.Resolved{}, paths.NotAllowed(what, shown, where)
+	}
+	for _, root := range m.allowedRoots(a) {
+		if paths.Under(res.Real, root) {
+			return res, nil
+		}
+	}
+	return paths.Resolved{}, paths.NotAllowed(what, shown, where)
 }
 
 func (m *Manager) allowedRoots(a Actor) []string {
@@ -440,86 +613,56 @@ func (m *Manager) allowedRoots(a Actor) []string {
 		if r == "" || r == "/" {
 			continue
 		}
-		if real, err := filepath.EvalSymlinks(r); err == nil {
+		if real, err := filepath.EvalSymlinks(r); err == nil && real != "/" {
 			out = append(out, real)
 		}
 	}
 	return out
 }
 
-// checkPath returns the real path of p (or, for a missing workspace, of the
-// deepest existing parent joined with the rest) after checking it is allowed.
-func (m *Manager) checkPath(a Actor, cwd, p, what string, mayCreate bool) (string, error) {
-	for _, part := range strings.Split(filepath.ToSlash(p), "/") {
-		if part == ".." {
-			return "", errs.New(errs.Usage, "%s %s: \"..\" is not allowed in mount paths", what, p)
+// makeWorkspace finds or makes the workspace directory (fd-relative, below
+// the root-owned workspace_root), records its identity, and links it into
+// the owner's home as the owner (a failed link is only a notice).
+func (m *Manager) makeWorkspace(ctx context.Context, a Actor, mp *mountPlan) error {
+	ws, err := paths.EnsureWorkspace(m.Cfg.Policies.WorkspaceRoot, a.Target.User, a.Target.UID, a.Target.GID, mp.wsName)
+	if err != nil {
+		return err
+	}
+	mp.workspace = ws.Path
+	mp.mounts[0].Source = ws.Path
+	mp.ids["/workspace"] = ws.ID
+	if link := m.Cfg.Policies.WorkspaceLink; link != "" {
+		dir := filepath.Join(a.Target.Home, strings.TrimPrefix(link, "~/"))
+		cred, err := paths.CredFor(a.Target.UID)
+		if err == nil {
+			err = m.Paths.Link(ctx, cred, dir, mp.wsName, ws.Path)
+		}
+		if err != nil && m.Progress != nil {
+			fmt.Fprintf(m.Progress, "mlc: note: could not link %s/%s to the workspace (%v)\n", dir, mp.wsName, err)
 		}
 	}
-	if !filepath.IsAbs(p) {
-		if cwd == "" {
-			cwd, _ = os.Getwd()
-		}
-		p = filepath.Join(cwd, p)
-	}
-	p = filepath.Clean(p)
-	real, err := filepath.EvalSymlinks(p)
-	switch {
-	case err == nil:
-		st, err := os.Stat(real)
-		if err != nil {
-			return "", errs.Wrap(errs.Usage, err, "%s %s", what, p)
-		}
-		if !st.IsDir() {
-			return "", errs.New(errs.Usage, "%s %s is a file, not a directory", what, p)
-		}
-	case errors.Is(err, fs.ErrNotExist) && mayCreate:
-		// The deepest existing ancestor must be allowed; the rest is created.
-		parent, rest := p, ""
-		for {
-			next := filepath.Dir(parent)
-			rest = filepath.Join(filepath.Base(parent), rest)
-			parent = next
-			if pr, err := filepath.EvalSymlinks(parent); err == nil {
-				real = filepath.Join(pr, rest)
-				break
-			}
-			if parent == "/" {
-				return "", errs.New(errs.Usage, "%s %s: no existing parent directory", what, p)
-			}
-		}
-	case errors.Is(err, fs.ErrNotExist):
-		return "", errs.New(errs.NotFound, "%s %s does not exist", what, p)
-	default:
-		return "", errs.Wrap(errs.Usage, err, "%s %s", what, p)
-	}
-	for _, root := range m.allowedRoots(a) {
-		if rel, err := filepath.Rel(root, real); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") {
-			return real, nil
-		}
-	}
-	roots := append([]string{a.Target.Home}, m.Cfg.Policies.MountRoots...)
-	return "", errs.New(errs.Permission, "%s %s (really %s) is outside the allowed places: %s", what, p, real, strings.Join(roots, ", "))
+	return nil
 }
 
-// makeWorkspace creates a missing workspace owned by the target user.
-func (m *Manager) makeWorkspace(a Actor, ws string) error {
-	if _, err := os.Stat(ws); err == nil {
-		return nil
-	}
-	// Create each missing level and give it to the user.
-	var missing []string
-	for p := ws; ; p = filepath.Dir(p) {
-		if _, err := os.Lstat(p); err == nil || p == "/" {
-			break
+// checkMounts refuses to start a container one of whose bind mounts is no
+// longer the directory recorded at create (a link planted, or a directory
+// swapped): Docker resolves a bind source again at every start.
+func checkMounts(c engine.Container) error {
+	name := c.Labels[engine.LabelName]
+	recorded := map[string]paths.ID{}
+	for _, kv := range strings.Split(c.Labels[engine.LabelMounts], ",") {
+		t, v, ok := strings.Cut(kv, "=")
+		if id, good := paths.ParseID(v); ok && good {
+			recorded[t] = id
 		}
-		missing = append([]string{p}, missing...)
 	}
-	for _, p := range missing {
-		if err := os.Mkdir(p, 0o755); err != nil && !os.IsExist(err) {
-			return errs.Wrap(errs.State, err, "creating workspace")
+	for _, mt := range c.Mounts {
+		want, ok := recorded[mt.Target]
+		if !ok {
+			return errs.New(errs.State, "%s: its mount %s has no record from create (made by an older mlc); remove it and create it again", name, mt.Target)
 		}
-		if err := os.Lchown(p, a.Target.UID, a.Target.GID); err != nil {
-			return errs.Wrap(errs.State, err, "giving the workspace to %s", a.Target.User)
+		if got, err := paths.Walk(mt.Source); err != nil || got != want {
+			return errs.New(errs.State, "%s: the directory mounted at %s (%s) is not the one it was created with; mlc will not start it: restore it, or remove the container and create it again", name, mt.Target, mt.Source)
 		}
 	}
 	return nil

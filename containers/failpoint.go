@@ -1,21 +1,31 @@
 package containers
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"syscall"
+	"time"
 )
 
-// failpoint kills this process with SIGKILL at the named point of create
-// when MLC_FAILPOINT names it: the crash-injection tests use it to stop a
-// create between its phases. It is ignored when mlc runs through sudo for a
-// user (sudo's env_reset drops MLC_* anyway).
-func failpoint(name string) {
-	if os.Getenv("MLC_FAILPOINT") != name {
-		return
-	}
+// failpoint stops create at the named point, for the crash and interrupt
+// tests: MLC_FAILPOINT=NAME kills this process with SIGKILL there;
+// MLC_FAILPOINT_WAIT=NAME prints "mlc: failpoint NAME" on stderr and waits
+// there until ctx ends (an interrupt) or 60 seconds pass. Both are ignored
+// when mlc runs through sudo for a user (sudo's env_reset drops MLC_* anyway).
+func failpoint(ctx context.Context, name string) {
 	if u := os.Getenv("SUDO_UID"); u != "" && u != "0" {
 		return
 	}
-	syscall.Kill(os.Getpid(), syscall.SIGKILL)
-	select {}
+	if os.Getenv("MLC_FAILPOINT") == name {
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+	if os.Getenv("MLC_FAILPOINT_WAIT") == name {
+		fmt.Fprintf(os.Stderr, "mlc: failpoint %s\n", name)
+		select {
+		case <-ctx.Done():
+		case <-time.After(60 * time.Second):
+		}
+	}
 }

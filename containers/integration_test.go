@@ -59,6 +59,7 @@ func newRig(t *testing.T, eng engine.Engine) *rig {
 		t.Fatal(err)
 	}
 	cfg.StateDir = filepath.Join(base, "state")
+	cfg.Policies.WorkspaceRoot = filepath.Join(base, "ws")
 	name := fmt.Sprintf("it%d", time.Now().UnixNano()%1e9)
 	u := &identity.Caller{User: name, UID: 40000 + os.Getpid()%20000, GID: 40000 + os.Getpid()%20000, Home: filepath.Join(base, "home")}
 	os.MkdirAll(u.Home, 0o755)

@@ -31,6 +31,7 @@ type Container struct {
 	Created time.Time         `json:"created"`
 	Labels  map[string]string `json:"labels"`
 	Ports   []Port            `json:"ports,omitempty"`
+	Mounts  []Mount           `json:"mounts,omitempty"` // bind mounts only
 }
 
 // Managed is whether mlc created c.
@@ -49,6 +50,17 @@ type Engine interface {
 	List(ctx context.Context, user string) ([]Container, error)
 	Exec(ctx context.Context, id string, o ExecOptions) (int, error)
 	Logs(ctx context.Context, id string, o LogOptions) error
+	// SecurityOptions are the engine's security options as `docker info`
+	// shows them ("name=userns", "name=rootless", ...).
+	SecurityOptions(ctx context.Context) ([]string, error)
+	// EnsureNetwork returns the id of the mlc bridge network s.Name, creating
+	// it when missing (see network.go).
+	EnsureNetwork(ctx context.Context, s NetworkSpec) (string, error)
+	// Networks lists all networks with their IPv4 subnets.
+	Networks(ctx context.Context) ([]Network, error)
+	// RemoveNetwork removes an mlc network no container is on; in use is
+	// errs.Conflict, missing errs.NotFound.
+	RemoveNetwork(ctx context.Context, name string) error
 }
 
 // Client is the Engine backed by the Docker SDK.
@@ -187,6 +199,11 @@ func (c *Client) List(ctx context.Context, user string) ([]Container, error) {
 		if len(s.Names) > 0 {
 			ct.Name = strings.TrimPrefix(s.Names[0], "/")
 		}
+		for _, m := range s.Mounts {
+			if m.Type == "bind" {
+				ct.Mounts = append(ct.Mounts, Mount{Source: m.Source, Target: m.Destination, ReadOnly: !m.RW})
+			}
+		}
 		for _, p := range s.Ports {
 			if p.PublicPort != 0 {
 				ct.Ports = append(ct.Ports, Port{HostIP: p.IP, HostPort: fmt.Sprint(p.PublicPort), ContainerPort: fmt.Sprint(p.PrivatePort), Proto: p.Type})
@@ -195,6 +212,15 @@ func (c *Client) List(ctx context.Context, user string) ([]Container, error) {
 		out = append(out, ct)
 	}
 	return out, nil
+}
+
+// SecurityOptions implements Engine.
+func (c *Client) SecurityOptions(ctx context.Context) ([]string, error) {
+	info, err := c.api.Info(ctx)
+	if err != nil {
+		return nil, c.classify(err, "engine info")
+	}
+	return info.SecurityOptions, nil
 }
 
 // Inspect returns one container by id or Docker name.

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/go-connections/nat"
 	units "github.com/docker/go-units"
@@ -28,12 +29,20 @@ const (
 	LabelVersion   = "mlc.version"
 	LabelCPUs      = "mlc.cpus"
 	LabelMemory    = "mlc.memory"
+	// LabelMounts records each bind mount's target and the identity
+	// (device:inode) of its source at create: "/workspace=DEV:INO,/data=...".
+	LabelMounts = "mlc.mounts"
+	LabelGID    = "mlc.gid"
+	LabelRoot   = "mlc.root"
 )
 
 // DockerName is the engine's name for container NAME of the user with uid.
 // The uid (digits only) keeps it unambiguous: two users may both have a
 // container called thesis, and user names may themselves contain "-".
 func DockerName(uid int, name string) string { return fmt.Sprintf("mlc-%d-%s", uid, name) }
+
+// UserNetwork is the name of the bridge network of the user with uid.
+func UserNetwork(uid int) string { return fmt.Sprintf("mlc-%d", uid) }
 
 // Mount is a bind mount.
 type Mount struct {
@@ -77,6 +86,7 @@ type Spec struct {
 	Devices    []string
 	GPUs       []string // UUIDs
 	GPURuntime string   // nvidia | env
+	Network    string   // the bridge network to join; "" the default bridge
 }
 
 // Request is the create request the engine receives for a Spec.
@@ -102,9 +112,13 @@ func (s Spec) Request() Request {
 		OpenStdin:    true,
 		ExposedPorts: nat.PortSet{},
 	}
+	netMode := "bridge"
+	if s.Network != "" {
+		netMode = s.Network
+	}
 	hc := &container.HostConfig{
 		Privileged:    false,
-		NetworkMode:   "bridge",
+		NetworkMode:   container.NetworkMode(netMode),
 		IpcMode:       "private",
 		PidMode:       "",
 		ShmSize:       s.ShmSize,
@@ -123,12 +137,11 @@ func (s Spec) Request() Request {
 	for _, u := range s.Ulimits {
 		hc.Ulimits = append(hc.Ulimits, &units.Ulimit{Name: u.Name, Soft: u.Soft, Hard: u.Hard})
 	}
+	// The Mounts API, not Binds: the engine refuses a missing source instead
+	// of creating it as root.
 	for _, m := range s.Mounts {
-		b := m.Source + ":" + m.Target
-		if m.ReadOnly {
-			b += ":ro"
-		}
-		hc.Binds = append(hc.Binds, b)
+		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly,
+			BindOptions: &mount.BindOptions{Propagation: mount.PropagationRPrivate}})
 	}
 	for _, p := range s.Ports {
 		port := nat.Port(p.ContainerPort + "/" + p.Proto)
@@ -138,11 +151,15 @@ func (s Spec) Request() Request {
 	for _, d := range s.Devices {
 		hc.Devices = append(hc.Devices, container.DeviceMapping{PathOnHost: d, PathInContainer: d, CgroupPermissions: "rwm"})
 	}
+	// NVIDIA_VISIBLE_DEVICES is always set, whatever the runtime: CUDA images
+	// set it to "all", and on a host whose default runtime is nvidia that
+	// alone would expose every GPU.
 	if len(s.GPUs) > 0 {
 		ids := strings.Join(s.GPUs, ",")
+		cfg.Env = append(cfg.Env, "NVIDIA_VISIBLE_DEVICES="+ids)
 		switch s.GPURuntime {
 		case "env":
-			cfg.Env = append(cfg.Env, "NVIDIA_VISIBLE_DEVICES="+ids, "CUDA_VISIBLE_DEVICES="+ids)
+			cfg.Env = append(cfg.Env, "CUDA_VISIBLE_DEVICES="+ids)
 		default:
 			hc.DeviceRequests = []container.DeviceRequest{{
 				Driver:       "nvidia",
@@ -150,8 +167,7 @@ func (s Spec) Request() Request {
 				Capabilities: [][]string{{"gpu", "compute", "utility"}},
 			}}
 		}
-	} else if s.GPURuntime == "env" {
-		// A host whose default runtime is nvidia would otherwise expose all GPUs.
+	} else {
 		cfg.Env = append(cfg.Env, "NVIDIA_VISIBLE_DEVICES=void")
 	}
 	sort.Strings(cfg.Env)

@@ -8,6 +8,7 @@ import (
 	"github.com/mlc-lab/mlc/errs"
 	"github.com/mlc-lab/mlc/identity"
 	"github.com/mlc-lab/mlc/limits"
+	"github.com/mlc-lab/mlc/paths"
 	"github.com/urfave/cli/v2"
 )
 
@@ -72,7 +73,10 @@ Examples:
 				ArgsUsage: "[FILE]",
 				Description: `Without FILE, checks the policy mlc would use (--config, $MLC_CONFIG,
 /etc/mlc/resource-limits.yaml, else the embedded default). Exits 0 when valid,
-3 with every problem listed when not.
+3 with every problem listed when not. FILE is read with your own rights (a
+regular file of at most 1 MiB), and errors quote only short excerpts of it.
+Warns when the policy allows root in containers but the engine does not
+remap user namespaces.
 
 Examples:
    mlc limits check /etc/mlc/resource-limits.yaml
@@ -85,17 +89,26 @@ Examples:
 					var cfg *config.Config
 					var err error
 					if f := c.Args().First(); f != "" {
-						cfg, err = config.Load(f)
-					} else {
-						cfg, err = config.LoadFrom(c.String("config"))
+						cfg, err = limits.CheckFile(s.ctx, paths.Runner{}, identity.ProcessEnv().CallerUID(), f)
+					} else if err = s.setup(c); err == nil {
+						cfg = s.cfg
+					} else if !errs.Is(err, errs.Config) {
+						return err
+					}
+					var warnings []string
+					if err == nil {
+						warnings = s.policyWarnings(cfg)
 					}
 					if c.Bool("json") {
-						return printCheckJSON(s, cfg, err)
+						return printCheckJSON(s, cfg, err, warnings)
 					}
 					if err != nil {
 						return err
 					}
 					fmt.Fprintln(s.out, cfg.Summary())
+					for _, w := range warnings {
+						fmt.Fprintln(s.errOut, "warning: "+w)
+					}
 					return nil
 				},
 			},
@@ -123,7 +136,7 @@ func printLimits(s *session, r *limits.Resolved) error {
 	return nil
 }
 
-func printCheckJSON(s *session, cfg *config.Config, err error) error {
+func printCheckJSON(s *session, cfg *config.Config, err error, warnings []string) error {
 	type problem struct {
 		File string `json:"file"`
 		Line int    `json:"line,omitempty"`
@@ -134,7 +147,8 @@ func printCheckJSON(s *session, cfg *config.Config, err error) error {
 		File     string    `json:"file,omitempty"`
 		Summary  string    `json:"summary,omitempty"`
 		Problems []problem `json:"problems,omitempty"`
-	}{Valid: err == nil}
+		Warnings []string  `json:"warnings,omitempty"`
+	}{Valid: err == nil, Warnings: warnings}
 	if err == nil {
 		out.File, out.Summary = cfg.Source, cfg.Summary()
 		return s.json(out)

@@ -15,13 +15,26 @@ import (
 
 	"github.com/mlc-lab/mlc/config"
 	"github.com/mlc-lab/mlc/errs"
+	"github.com/mlc-lab/mlc/identity"
+	"github.com/mlc-lab/mlc/paths"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
 )
 
 // version is set by the Makefile with -ldflags -X main.version=...
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == paths.HelperArg {
+		os.Exit(paths.Serve(os.Args[2:], os.Stdout))
+	}
+	if e := identity.ProcessEnv(); e.EUID == 0 && e.SudoUID != "" {
+		// The sudo that started us dying is an interrupt like Ctrl-C.
+		_ = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0, 0, 0)
+	}
+	// A closed pipe or terminal makes writes fail instead of killing mlc
+	// half-way through a change.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -32,7 +45,9 @@ func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)
 
 // run is main without os.Exit, for tests.
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Interrupts cancel ctx; later ones are caught too (until run returns), so
+	// a second Ctrl-C cannot cut short the undo of an interrupted change.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	app := newApp(ctx, stdin, stdout, stderr)
 	args, err := normalize(app, dispatch(args))

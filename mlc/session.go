@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	"github.com/mlc-lab/mlc/audit"
 	"github.com/mlc-lab/mlc/config"
@@ -84,8 +85,20 @@ func (s *session) manager(c *cli.Context) (*containers.Manager, error) {
 		Cfg: s.cfg, Eng: eng, Dir: identity.SystemDirectory{}, Audit: &audit.Log{Path: s.cfg.AuditLog},
 		Progress: s.errOut, Version: version, Memlock: engine.Memlock(),
 	}
-	s.mgr.GPUs = newAllocator(s.cfg, eng, &s.inv)
+	s.mgr.GPUs = newAllocator(s.cfg, eng, &s.inv, auditReconcile(s))
 	return s.mgr, nil
+}
+
+// policyWarnings are what `mlc limits check` says of a valid policy on this host.
+func (s *session) policyWarnings(cfg *config.Config) []string {
+	eng, err := engine.New()
+	if err != nil {
+		return []string{"cannot reach the Docker engine to check the policy against it: " + err.Error()}
+	}
+	defer eng.Close()
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	return containers.PolicyWarnings(ctx, cfg, eng)
 }
 
 // actor is the caller acting for --user (admins) or themselves.
@@ -98,7 +111,13 @@ func (s *session) actor(c *cli.Context) (containers.Actor, error) {
 		return containers.Self(s.caller), nil
 	}
 	if !s.caller.Admin {
-		return containers.Actor{}, errs.New(errs.Permission, "only admins may act for another user (--user)")
+		err := errs.New(errs.Permission, "only admins may act for another user (--user)")
+		if s.mgr != nil && s.mgr.Audit != nil {
+			e := auditEntry(s, c.Command.Name, map[string]any{"user": name})
+			e.Result, e.Error = "error", err.Error()
+			_ = s.mgr.Audit.Append(e)
+		}
+		return containers.Actor{}, err
 	}
 	target, err := identity.Lookup(s.cfg, name)
 	if err != nil {

@@ -7,6 +7,7 @@ export PATH=$PWD/bin:$PATH
 unset MLC_CONFIG
 export MLC_STATE_DIR=${MLC_STATE_DIR:-$(mktemp -d /tmp/mlc-demo-state.XXXXXX)}
 export MLC_FAKE_GPUS=${MLC_FAKE_GPUS:-4}
+export MLC_WORKSPACE_ROOT=${MLC_WORKSPACE_ROOT:-$MLC_STATE_DIR/workspaces}
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 step mlc version

@@ -1,0 +1,40 @@
+package containers
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mlc-lab/mlc/errs"
+)
+
+// lockUser takes the user's lock, <state_dir>/locks/<uid>.lock (flock), so
+// that one user's creates count and create one at a time: max_containers
+// holds however many run at once. The lock goes with the process, so a
+// killed mlc never leaves it held. It waits while ctx allows.
+func (m *Manager) lockUser(ctx context.Context, uid int) (func(), error) {
+	dir := filepath.Join(m.Cfg.StateDir, "locks")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, errs.Wrap(errs.State, err, "state directory %s", m.Cfg.StateDir)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(uid)+".lock"), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, errs.Wrap(errs.State, err, "user lock")
+	}
+	got := make(chan error, 1)
+	go func() { got <- unix.Flock(int(f.Fd()), unix.LOCK_EX) }()
+	select {
+	case err := <-got:
+		if err != nil {
+			f.Close()
+			return nil, errs.Wrap(errs.State, err, "user lock")
+		}
+		return func() { f.Close() }, nil
+	case <-ctx.Done():
+		go func() { <-got; f.Close() }()
+		return nil, errs.New(errs.Canceled, "interrupted while waiting for your other mlc commands")
+	}
+}
