@@ -113,8 +113,8 @@ func TestAttackSwapAfterCreate(t *testing.T) {
 	r.sudo(t, "mlct-alice", "open", "sw", "--", "kill", "-9", "-1")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		state := testenv.Docker(t, "inspect", "-f", "{{.RestartCount}} {{.State.Running}}", dockerName)
-		if count, running, _ := strings.Cut(state, " "); count != before && running == "true" {
+		state := testenv.Docker(t, "inspect", "-f", "{{.RestartCount}} {{.State.Status}}", dockerName)
+		if count, status, _ := strings.Cut(state, " "); count != before && status == "running" {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -122,9 +122,9 @@ func TestAttackSwapAfterCreate(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	out, _, _ := r.sudo(t, "mlct-alice", "open", "sw", "--", "sh", "-c", "cat /data/etc/shadow >/dev/null 2>&1 && echo READ; touch /data/tmp/mlc-escape 2>/dev/null && echo WROTE; id -u")
+	out, errOut, _ := r.sudo(t, "mlct-alice", "open", "sw", "--", "sh", "-c", "cat /data/etc/shadow >/dev/null 2>&1 && echo READ; touch /data/tmp/mlc-escape 2>/dev/null && echo WROTE; id -u")
 	if strings.Contains(out, "READ") || strings.Contains(out, "WROTE") || strings.TrimSpace(out) != r.uids["mlct-alice"] {
-		t.Fatalf("after a restart onto a swapped mount: %q", out)
+		t.Fatalf("after a restart onto a swapped mount: %q %q", out, errOut)
 	}
 	// mlc itself refuses to start or open it again.
 	r.sudo(t, "mlct-alice", "stop", "sw", "-t", "0")
