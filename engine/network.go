@@ -137,8 +137,8 @@ func (c *Client) EnsureNetwork(ctx context.Context, s NetworkSpec) (string, erro
 		}
 		// Whatever the answer, the next listing says what exists now.
 		_, createErr = c.api.NetworkCreate(ctx, s.Name, opts)
-		if createErr != nil && errors.Is(createErr, context.Canceled) {
-			return "", c.classify(createErr, "creating network "+s.Name)
+		if createErr != nil && ctx.Err() != nil {
+			return "", errs.Wrap(errs.Canceled, ctx.Err(), "creating network %s", s.Name)
 		}
 	}
 	return "", errs.New(errs.Conflict, "network %s: creating it kept racing with other mlc commands; try again", s.Name)
@@ -166,7 +166,10 @@ func sleep(ctx context.Context, d time.Duration) error {
 // that name.
 func (c *Client) createError(err error, s NetworkSpec) error {
 	msg := err.Error()
-	if strings.Contains(msg, "overlap") {
+	switch {
+	case strings.Contains(msg, "non-overlapping"): // "could not find an available, non-overlapping IPv4 address pool"
+		return errs.New(errs.Unavailable, "network %s: Docker's default address pools are used up (they hold about 30 networks): an admin must set policies.network_pool in resource-limits.yaml", s.Name)
+	case s.Subnet != "" && strings.Contains(msg, "overlap"): // "Pool overlaps with other one on this address space"
 		return errs.Wrap(errs.Conflict, ErrSubnetTaken, "network %s: subnet %s: %s", s.Name, s.Subnet, firstLine(msg))
 	}
 	return c.classify(err, "creating network "+s.Name)

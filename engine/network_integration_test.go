@@ -301,3 +301,66 @@ func TestSpecNetworkMode(t *testing.T) {
 		}
 	}
 }
+
+// The daemon's refusals that classify cannot tell apart, from an engine that
+// answers like Debian's 20.10 (no real engine needed).
+func TestNetworkErrorsFromDaemon(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "d.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := func(w http.ResponseWriter, code int, msg string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		json.NewEncoder(w).Encode(map[string]string{"message": msg})
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Api-Version", "1.41")
+		path := strings.TrimPrefix(r.URL.Path, "/v1.41")
+		switch {
+		case path == "/_ping":
+			w.Write([]byte("OK"))
+		case r.Method == "GET" && (path == "/networks" || path == "/containers/json"):
+			w.Write([]byte("[]"))
+		case r.Method == "POST" && path == "/networks/create":
+			var req struct{ IPAM *struct{ Config []struct{ Subnet string } } }
+			json.NewDecoder(r.Body).Decode(&req)
+			if req.IPAM != nil {
+				fail(w, 403, "Pool overlaps with other one on this address space")
+				return
+			}
+			fail(w, 500, "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")
+		case r.Method == "GET" && path == "/networks/mlc-1":
+			json.NewEncoder(w).Encode(map[string]any{"Name": "mlc-1", "Id": "abc", "Driver": "bridge", "Labels": map[string]string{"mlc.managed": "true"}})
+		case r.Method == "DELETE" && path == "/networks/abc":
+			fail(w, 403, "error while removing network: network mlc-1 id abc has active endpoints")
+		default:
+			fail(w, 404, "no such thing: "+r.Method+" "+path)
+		}
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	t.Setenv("DOCKER_HOST", "unix://"+sock)
+	c, err := engine.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := netCtx(t)
+
+	_, err = c.EnsureNetwork(ctx, engine.NetworkSpec{Name: "mlc-1"})
+	if !errs.Is(err, errs.Unavailable) || !strings.Contains(err.Error(), "set policies.network_pool") {
+		t.Errorf("default pools used up: %v (%v)", err, errs.KindOf(err))
+	}
+	_, err = c.EnsureNetwork(ctx, engine.NetworkSpec{Name: "mlc-1", Subnet: "10.231.3.0/26"})
+	if !errors.Is(err, engine.ErrSubnetTaken) || !errs.Is(err, errs.Conflict) {
+		t.Errorf("subnet taken: %v (%v)", err, errs.KindOf(err))
+	}
+	if err := c.RemoveNetwork(ctx, "mlc-1"); !errs.Is(err, errs.Conflict) || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("active endpoints: %v (%v)", err, errs.KindOf(err))
+	}
+	if err := c.RemoveNetwork(ctx, "mlc-2"); !errs.Is(err, errs.NotFound) {
+		t.Errorf("missing: %v (%v)", err, errs.KindOf(err))
+	}
+}
