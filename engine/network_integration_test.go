@@ -324,7 +324,9 @@ func TestNetworkErrorsFromDaemon(t *testing.T) {
 		case r.Method == "GET" && (path == "/networks" || path == "/containers/json"):
 			w.Write([]byte("[]"))
 		case r.Method == "POST" && path == "/networks/create":
-			var req struct{ IPAM *struct{ Config []struct{ Subnet string } } }
+			var req struct {
+				IPAM *struct{ Config []struct{ Subnet string } }
+			}
 			json.NewDecoder(r.Body).Decode(&req)
 			if req.IPAM != nil {
 				fail(w, 403, "Pool overlaps with other one on this address space")
