@@ -136,7 +136,7 @@ func TestCreateAppliesLimits(t *testing.T) {
 		t.Errorf("no GPUs but NVIDIA_VISIBLE_DEVICES is not void: %v", s.Request().Config.Env)
 	}
 	r := s.Request()
-	if r.HostConfig.Privileged || r.HostConfig.NetworkMode != "bridge" || r.HostConfig.PidMode != "" || r.HostConfig.IpcMode != "private" {
+	if r.HostConfig.Privileged || string(r.HostConfig.NetworkMode) != engine.UserNetwork(e.alice.UID) || r.HostConfig.PidMode != "" || r.HostConfig.IpcMode != "private" {
 		t.Errorf("host config widens isolation: %+v", r.HostConfig)
 	}
 	if e.f.byID[out.ID].State != "running" {

@@ -263,12 +263,15 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	// looked at between steps: an interrupt (Ctrl-C, SIGTERM, SIGHUP, the
 	// sudo parent dying) is answered by undoing, never by stopping half-way.
 	work := context.WithoutCancel(ctx)
-	id := ""
+	id, joined := "", false
 	undo := func(cause error) error {
 		bg, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if id != "" {
 			_ = m.Eng.Remove(bg, id, true)
+		}
+		if joined { // a network made for this create alone goes too (the user's lock is held)
+			_ = m.dropNetworkIfEmpty(bg, a)
 		}
 		if claim.ID != 0 {
 			_ = m.GPUs.Abort(bg, claim.ID)
@@ -296,6 +299,7 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	if spec.Network, err = m.ensureNetwork(work, a); err != nil {
 		return nil, undo(err)
 	}
+	joined = true
 	id, err = m.Eng.Create(work, spec)
 	if err != nil {
 		if errs.Is(err, errs.Conflict) {

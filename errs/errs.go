@@ -23,7 +23,7 @@ const (
 	Quota                   // asks for more than the policy gives
 	Engine                  // the Docker engine is not running or not reachable
 	Image                   // the image is missing and cannot be pulled
-	Unavailable             // no free GPU (without --wait), or a wait timed out
+	Unavailable             // no free GPU (without --wait), a wait timed out, or no free network address
 	State                   // the state directory or ledger is unusable
 	Canceled                // the user said no, or interrupted
 )
@@ -45,7 +45,7 @@ var Table = []struct {
 	{Quota, 7, "quota", "the request exceeds a limit of the policy"},
 	{Engine, 8, "engine", "the Docker engine is not running or not reachable"},
 	{Image, 9, "image", "the image is not present and cannot be pulled"},
-	{Unavailable, 10, "unavailable", "no free GPU, or waiting for one timed out"},
+	{Unavailable, 10, "unavailable", "no free GPU, waiting for one timed out, or no network address left"},
 	{State, 11, "state", "the state directory or the GPU ledger cannot be used"},
 	{Canceled, 12, "canceled", "the user declined a confirmation or interrupted"},
 }
