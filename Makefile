@@ -49,6 +49,8 @@ fuzz:
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParseSize$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParseDuration$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./paths -run '^$$' -fuzz '^FuzzUnder$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./paths -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME)
 
 bench: test-env build
 	bench/run.sh

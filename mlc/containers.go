@@ -180,13 +180,21 @@ func createCommand(s *session) *cli.Command {
 		ArgsUsage: "NAME [FRAMEWORK [VERSION]]",
 		Description: `The image comes from the lab's catalogue: FRAMEWORK and VERSION (case-insensitive;
 without VERSION, the newest), or --image ALIAS. Limits come from the policy; you may
-ask for less (--cpus, --memory) but never more. Your workspace (default ~/workspace)
-is mounted at /workspace and processes run as you. Flags may come anywhere.
+ask for less (--cpus, --memory) but never more. Processes run as you. Flags may come
+anywhere.
+
+Your workspace is mounted read-write at /workspace: a directory the lab keeps for
+you (workspace_root/USER/NAME, linked as ~/workspaces/NAME), named after the
+container unless -w names another, so containers can share one and it outlives
+mlc remove. --data and --models mount a directory of yours (below your home or a
+mount root of the policy) read-only at /data and /models; if it is replaced after
+create, mlc will not start the container again.
 
 Examples:
    mlc create thesis pytorch 2.5 --gpus 1
    mlc create nb --image busybox --cpus 2 --memory 4g -p 8888
    mlc create big pytorch --gpus 2 --wait --timeout 2h
+   mlc create exp2 pytorch -w thesis -d ~/datasets/imagenet
    mlc create thesis pytorch --dry-run --json`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "image", Usage: "catalogue `ALIAS` (admins: any local image reference)"},
@@ -195,12 +203,12 @@ Examples:
 			&cli.IntFlag{Name: "gpus", Usage: "GPUs to allocate (`N`)"},
 			&cli.BoolFlag{Name: "wait", Usage: "queue for GPUs when none are free"},
 			&cli.StringFlag{Name: "timeout", Usage: "with --wait, give up after `DURATION` (30m, 2h)"},
-			&cli.StringFlag{Name: "workspace", Aliases: []string{"w"}, Usage: "`DIR` mounted at /workspace (default from the policy: ~/workspace)"},
-			&cli.StringFlag{Name: "data", Aliases: []string{"d"}, Usage: "`DIR` mounted at /data"},
-			&cli.StringFlag{Name: "models", Aliases: []string{"m"}, Usage: "`DIR` mounted at /models"},
-			&cli.StringSliceFlag{Name: "publish", Aliases: []string{"p"}, Usage: "publish a port: [HOSTPORT:]CONTAINERPORT (repeatable)"},
+			&cli.StringFlag{Name: "workspace", Aliases: []string{"w"}, Usage: "workspace `NAME` mounted at /workspace (default: the container's name)"},
+			&cli.StringFlag{Name: "data", Aliases: []string{"d"}, Usage: "`DIR` of yours mounted read-only at /data"},
+			&cli.StringFlag{Name: "models", Aliases: []string{"m"}, Usage: "`DIR` of yours mounted read-only at /models"},
+			&cli.StringSliceFlag{Name: "publish", Aliases: []string{"p"}, Usage: "publish a port on 127.0.0.1 (every local user can reach it): [HOSTPORT:]CONTAINERPORT (repeatable)"},
 			&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "set `KEY=VALUE` (repeatable)"},
-			&cli.BoolFlag{Name: "root", Usage: "run as root inside (only where the policy allows root)"},
+			&cli.BoolFlag{Name: "root", Usage: "run as root inside (only where the policy allows it and the engine remaps user namespaces)"},
 			&cli.BoolFlag{Name: "no-start", Usage: "create but do not start"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the create request; change nothing"},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
