@@ -20,6 +20,10 @@ type LedgerGPUs struct {
 	// Inventory is filled by Open; fake GPUs are pinned with the env runtime,
 	// since no GPU runtime can hand them to a container.
 	Inventory *gpualloc.Inventory
+	// OnReconcile is told of what the reconcile before each claim did, when
+	// it did anything (releases and adoptions change who holds a GPU, so they
+	// go to the audit log with the caller whose command made them).
+	OnReconcile func(ctx context.Context, rep gpualloc.Report)
 
 	mu     sync.Mutex
 	ledger *gpualloc.Ledger
@@ -95,8 +99,12 @@ func (g *LedgerGPUs) Status(ctx context.Context) (gpualloc.Status, error) {
 
 // Claim reconciles, then claims.
 func (g *LedgerGPUs) Claim(ctx context.Context, r ClaimRequest) (Claim, error) {
-	if _, err := g.Reconcile(ctx, gpualloc.ReconcileOptions{}); err != nil {
+	rep, err := g.Reconcile(ctx, gpualloc.ReconcileOptions{})
+	if err != nil {
 		return Claim{}, err
+	}
+	if g.OnReconcile != nil && !rep.DryRun && len(rep.Actions) > 0 {
+		g.OnReconcile(ctx, rep)
 	}
 	l, err := g.Ledger()
 	if err != nil {

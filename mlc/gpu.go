@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -20,9 +21,9 @@ import (
 const LedgerFile = "gpu.db"
 
 // newAllocator is the GPU ledger for cfg, opened (with the NVML inventory)
-// on first use.
-func newAllocator(cfg *config.Config, eng engine.Engine, inv *gpualloc.Inventory) *containers.LedgerGPUs {
-	return &containers.LedgerGPUs{Eng: eng, Inventory: inv, Open: func() (*gpualloc.Ledger, error) {
+// on first use. onReconcile is told what the reconcile before each claim did.
+func newAllocator(cfg *config.Config, eng engine.Engine, inv *gpualloc.Inventory, onReconcile func(context.Context, gpualloc.Report)) *containers.LedgerGPUs {
+	return &containers.LedgerGPUs{Eng: eng, Inventory: inv, OnReconcile: onReconcile, Open: func() (*gpualloc.Ledger, error) {
 		found, err := gpualloc.Discover(nvml.New(), cfg.GPU.FakeCount)
 		if err != nil {
 			return nil, err
@@ -37,6 +38,16 @@ func newAllocator(cfg *config.Config, eng engine.Engine, inv *gpualloc.Inventory
 			PendingTimeout: cfg.GPU.PendingTimeout.D, HoldAfterStop: hold,
 		})
 	}}
+}
+
+// auditReconcile writes what a reconcile run by itself (before a claim) did
+// to the audit log, as done by the caller whose command ran it.
+func auditReconcile(s *session) func(context.Context, gpualloc.Report) {
+	return func(_ context.Context, rep gpualloc.Report) {
+		if err := s.mgr.Audit.Append(auditEntry(s, "gpu-reconcile-implicit", rep)); err != nil {
+			fmt.Fprintf(s.errOut, "mlc: warning: audit log: %v\n", err)
+		}
+	}
 }
 
 func gpuCommand(s *session) *cli.Command {
@@ -107,28 +118,29 @@ Examples:
 					if !s.caller.Admin && !c.Bool("dry-run") {
 						return errs.New(errs.Permission, "only admins may reconcile the GPU ledger (anyone may use --dry-run)")
 					}
-					rep, err := g.Reconcile(s.ctx, gpualloc.ReconcileOptions{DryRun: c.Bool("dry-run"), Adopt: c.Bool("adopt")})
+					dry := c.Bool("dry-run")
+					if !dry {
+						// Refuse rather than change the ledger unaudited.
+						if err := s.mgr.Audit.Open(); err != nil {
+							return err
+						}
+					}
+					rep, err := g.Reconcile(s.ctx, gpualloc.ReconcileOptions{DryRun: dry, Adopt: c.Bool("adopt")})
 					if err != nil {
 						return err
 					}
+					// The ledger changed either way: print what was done,
+					// then fail if it could not be audited.
+					var auditErr error
 					if !rep.DryRun {
-						s.mgr.Audit.Append(auditEntry(s, "gpu-reconcile", rep))
+						if err := s.mgr.Audit.Append(auditEntry(s, "gpu-reconcile", rep)); err != nil {
+							auditErr = errs.Wrap(errs.State, err, "the ledger was reconciled as shown, but the audit log was not written")
+						}
 					}
-					if c.Bool("json") {
-						return s.json(rep)
+					if err := printReconcile(s, rep, c.Bool("json")); err != nil {
+						return err
 					}
-					if len(rep.Actions) == 0 {
-						fmt.Fprintln(s.out, "the ledger agrees with the containers; nothing to do")
-						return nil
-					}
-					verb := map[string]string{"release": "released", "adopt": "adopted", "report": "REPORT"}
-					if rep.DryRun {
-						verb = map[string]string{"release": "would release", "adopt": "would adopt", "report": "REPORT"}
-					}
-					for _, a := range rep.Actions {
-						fmt.Fprintf(s.out, "%s %s/%s (%s): %s\n", verb[a.Action], a.User, a.Name, strings.Join(shortAll(a.GPUs), ","), a.Why)
-					}
-					return nil
+					return auditErr
 				},
 			},
 			{
@@ -167,6 +179,24 @@ func (s *session) gpus(c *cli.Context) (*containers.LedgerGPUs, error) {
 		return nil, err
 	}
 	return m.GPUs.(*containers.LedgerGPUs), nil
+}
+
+func printReconcile(s *session, rep gpualloc.Report, asJSON bool) error {
+	if asJSON {
+		return s.json(rep)
+	}
+	if len(rep.Actions) == 0 {
+		fmt.Fprintln(s.out, "the ledger agrees with the containers; nothing to do")
+		return nil
+	}
+	verb := map[string]string{"release": "released", "adopt": "adopted", "report": "REPORT"}
+	if rep.DryRun {
+		verb = map[string]string{"release": "would release", "adopt": "would adopt", "report": "REPORT"}
+	}
+	for _, a := range rep.Actions {
+		fmt.Fprintf(s.out, "%s %s/%s (%s): %s\n", verb[a.Action], a.User, a.Name, strings.Join(shortAll(a.GPUs), ","), a.Why)
+	}
+	return nil
 }
 
 func shortAll(uuids []string) []string {

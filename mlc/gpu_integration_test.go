@@ -21,9 +21,12 @@ import (
 )
 
 // gpuRig runs the real binary against the real engine with 8 fake GPUs.
+// Its containers' names start with tag (this process's pid), and it looks
+// at and removes only those: another run of these tests on the same engine
+// (as root too) has containers of its own.
 type gpuRig struct {
-	bin, state, policy string
-	orphans            []string // created-never-started containers without a claim
+	bin, state, policy, tag string
+	orphans                 []string // created-never-started containers without a claim
 }
 
 func newGPURig(t *testing.T, extra string) *gpuRig {
@@ -36,7 +39,8 @@ func newGPURig(t *testing.T, extra string) *gpuRig {
 		t.Skip("needs root")
 	}
 	dir := t.TempDir()
-	r := &gpuRig{bin: filepath.Join(dir, "mlc"), state: filepath.Join(dir, "state"), policy: filepath.Join(dir, "policy.yaml")}
+	r := &gpuRig{bin: filepath.Join(dir, "mlc"), state: filepath.Join(dir, "state"), policy: filepath.Join(dir, "policy.yaml"),
+		tag: fmt.Sprintf("g%d-", os.Getpid())}
 	policy := fmt.Sprintf(`state_dir: %s
 audit_log: %s/audit.jsonl
 defaults:
@@ -72,11 +76,15 @@ func (r *gpuRig) run(t *testing.T, args ...string) (string, string, int) {
 	return runCmd(t, r.cmd(args...))
 }
 
+// n is the rig's name for a container: tag + short.
+func (r *gpuRig) n(short string) string { return r.tag + short }
+
 func (r *gpuRig) removeAll() {
-	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=mlc.managed=true", "--filter", "label=mlc.gpus").Output()
+	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=mlc.managed=true", "--filter", "label=mlc.gpus",
+		"--filter", fmt.Sprintf("label=mlc.uid=%d", os.Getuid())).Output()
 	for _, id := range strings.Fields(string(out)) {
-		lab, _ := exec.Command("docker", "inspect", "-f", `{{index .Config.Labels "mlc.uid"}}`, id).Output()
-		if strings.TrimSpace(string(lab)) == fmt.Sprint(os.Getuid()) {
+		name, _ := exec.Command("docker", "inspect", "-f", `{{index .Config.Labels "mlc.name"}}`, id).Output()
+		if strings.HasPrefix(string(name), r.tag) {
 			exec.Command("docker", "rm", "-f", id).Run()
 		}
 	}
@@ -104,15 +112,16 @@ func (r *gpuRig) status(t *testing.T) gpuStatus {
 	return st
 }
 
-// containerGPUs inspects the engine: container short name -> the GPUs it is given.
-func containerGPUs(t *testing.T) map[string]string {
+// containerGPUs inspects the engine: the rig's containers' short names -> the
+// GPUs each is given.
+func (r *gpuRig) containerGPUs(t *testing.T) map[string]string {
 	t.Helper()
-	got, _ := containerGPUStates(t)
+	got, _ := r.containerGPUStates(t)
 	return got
 }
 
 // containerGPUStates also says which of them run.
-func containerGPUStates(t *testing.T) (map[string]string, map[string]bool) {
+func (r *gpuRig) containerGPUStates(t *testing.T) (map[string]string, map[string]bool) {
 	t.Helper()
 	out := testenv.Docker(t, "ps", "-a", "--filter", "label=mlc.managed=true", "--filter", fmt.Sprintf("label=mlc.uid=%d", os.Getuid()),
 		"--format", "{{.ID}}")
@@ -120,6 +129,9 @@ func containerGPUStates(t *testing.T) (map[string]string, map[string]bool) {
 	for _, id := range strings.Fields(out) {
 		line := testenv.Docker(t, "inspect", "-f", `{{index .Config.Labels "mlc.name"}} {{.State.Running}} {{range .Config.Env}}{{println .}}{{end}}`, id)
 		f := strings.Fields(line)
+		if !strings.HasPrefix(f[0], r.tag) {
+			continue
+		}
 		running[f[0]] = f[1] == "true"
 		for _, e := range f[2:] {
 			if v, ok := strings.CutPrefix(e, "NVIDIA_VISIBLE_DEVICES="); ok && v != "void" {
@@ -146,7 +158,7 @@ func TestConcurrentCreatesExclusive(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			c := r.cmd("create", fmt.Sprintf("c%02d", i), "busybox", "--gpus", "1")
+			c := r.cmd("create", r.n(fmt.Sprintf("c%02d", i)), "busybox", "--gpus", "1")
 			var errOut bytes.Buffer
 			c.Stderr = &errOut
 			<-start
@@ -174,7 +186,7 @@ func TestConcurrentCreatesExclusive(t *testing.T) {
 	if ok != 8 || unavailable != 56 {
 		t.Fatalf("%d created, %d refused; want 8 and 56", ok, unavailable)
 	}
-	inContainers := containerGPUs(t)
+	inContainers := r.containerGPUs(t)
 	if len(inContainers) != 8 {
 		t.Fatalf("%d containers exist with GPUs, want 8: %v", len(inContainers), inContainers)
 	}
@@ -204,7 +216,7 @@ func TestConcurrentCreatesWait(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			c := r.cmd("create", fmt.Sprintf("w%02d", i), "busybox", "--gpus", "1", "--wait", "--timeout", "5m")
+			c := r.cmd("create", r.n(fmt.Sprintf("w%02d", i)), "busybox", "--gpus", "1", "--wait", "--timeout", "5m")
 			var errOut bytes.Buffer
 			c.Stderr = &errOut
 			err := c.Run()
@@ -216,13 +228,23 @@ func TestConcurrentCreatesWait(t *testing.T) {
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
-	// Remove containers as they get GPUs, so the queue moves; bounded in time.
+	// Remove containers as they get GPUs and run, so the queue moves; bounded
+	// in time. One not running yet is between its create and its start.
 	removed := 0
 	deadline := time.Now().Add(5 * time.Minute)
 loop:
 	for removed < n && time.Now().Before(deadline) {
-		got := containerGPUs(t)
+		finished := false
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		got, running := r.containerGPUStates(t)
 		for name := range got {
+			if !running[name] && !finished {
+				continue
+			}
 			if _, errOut, code := r.run(t, "remove", name, "--yes", "--force"); code != 0 && !strings.Contains(errOut, "no such container") {
 				t.Fatalf("remove %s: %s", name, errOut)
 			}
@@ -230,7 +252,7 @@ loop:
 		}
 		select {
 		case <-done:
-			if len(containerGPUs(t)) == 0 {
+			if len(r.containerGPUs(t)) == 0 {
 				break loop
 			}
 		case <-time.After(100 * time.Millisecond):
@@ -267,7 +289,7 @@ loop:
 func TestCrashInjection(t *testing.T) {
 	r := newGPURig(t, "")
 	k := 0
-	next := func() string { k++; return fmt.Sprintf("k%03d", k) }
+	next := func() string { k++; return r.n(fmt.Sprintf("k%03d", k)) }
 	// Deterministic: each failpoint, several times.
 	for _, fp := range []string{"claimed", "created", "activated"} {
 		for i := 0; i < 4; i++ {
@@ -311,24 +333,24 @@ func TestOrphanCannotStartOntoTakenGPU(t *testing.T) {
 	r := newGPURig(t, "")
 	b, _ := os.ReadFile(r.policy)
 	must(t, os.WriteFile(r.policy, []byte(strings.Replace(string(b), "fake_count: 8", "fake_count: 1", 1)), 0o644))
-	c := r.cmd("create", "orphan", "busybox", "--gpus", "1")
+	c := r.cmd("create", r.n("orphan"), "busybox", "--gpus", "1")
 	c.Env = append(c.Env, "MLC_FAILPOINT=created")
 	c.Run()
 	// The claim stays pending with a dead process; make it look like the
 	// create's container appeared after reconcile looked: release it by hand.
 	db, err := sql.Open("sqlite3", "file:"+filepath.Join(r.state, "gpu.db"))
 	must(t, err)
-	_, err = db.Exec(`UPDATE claims SET state = 'released', release_reason = 'test' WHERE name = 'orphan'; UPDATE claim_gpus SET live = 0`)
+	_, err = db.Exec(`UPDATE claims SET state = 'released', release_reason = 'test' WHERE name = ?; UPDATE claim_gpus SET live = 0`, r.n("orphan"))
 	db.Close()
 	must(t, err)
-	if _, errOut, code := r.run(t, "create", "taker", "busybox", "--gpus", "1"); code != 0 {
+	if _, errOut, code := r.run(t, "create", r.n("taker"), "busybox", "--gpus", "1"); code != 0 {
 		t.Fatalf("taker: %s", errOut)
 	}
-	_, errOut, code := r.run(t, "start", "orphan")
-	if code != 10 || !strings.Contains(errOut, "went to root/taker while it was stopped") {
+	_, errOut, code := r.run(t, "start", r.n("orphan"))
+	if code != 10 || !strings.Contains(errOut, "went to root/"+r.n("taker")+" while it was stopped") {
 		t.Fatalf("starting the orphan: %d %q", code, errOut)
 	}
-	if _, running := containerGPUStates(t); running["orphan"] {
+	if _, running := r.containerGPUStates(t); running[r.n("orphan")] {
 		t.Fatal("the orphan runs on a GPU someone else holds")
 	}
 }
@@ -343,7 +365,7 @@ func (r *gpuRig) checkLedger(t *testing.T) {
 	if _, errOut, code := r.run(t, "gpu", "reconcile"); code != 0 {
 		t.Fatalf("reconcile: %s", errOut)
 	}
-	inContainers, running := containerGPUStates(t)
+	inContainers, running := r.containerGPUStates(t)
 	st := r.status(t)
 	held := map[string]bool{}
 	for _, g := range st.GPUs {
@@ -375,5 +397,56 @@ func (r *gpuRig) checkLedger(t *testing.T) {
 			t.Fatalf("%s in both %s and %s", uuid, other, name)
 		}
 		byUUID[uuid] = name
+	}
+}
+
+// The reconcile that runs before every claim writes what it released to the
+// audit log, with the caller whose create ran it.
+func TestGPUImplicitReconcileAudited(t *testing.T) {
+	r := newGPURig(t, "")
+	gone := r.n("gone")
+	if _, errOut, code := r.run(t, "create", gone, "busybox", "--gpus", "1"); code != 0 {
+		t.Fatalf("create gone: %s", errOut)
+	}
+	// The container disappears behind mlc's back; its claim stays.
+	out := testenv.Docker(t, "ps", "-aq", "--filter", "label=mlc.managed=true", "--filter", "label=mlc.name="+gone,
+		"--filter", fmt.Sprintf("label=mlc.uid=%d", os.Getuid()))
+	if len(strings.Fields(out)) != 1 {
+		t.Fatalf("containers named gone: %q", out)
+	}
+	testenv.Docker(t, "rm", "-f", strings.TrimSpace(out))
+	if _, errOut, code := r.run(t, "create", r.n("next"), "busybox", "--gpus", "1"); code != 0 {
+		t.Fatalf("create next: %s", errOut)
+	}
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(r.policy), "audit.jsonl"))
+	must(t, err)
+	var found []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e struct {
+			Caller    string `json:"caller"`
+			CallerUID int    `json:"caller_uid"`
+			Action    string `json:"action"`
+			Detail    struct {
+				DryRun  bool `json:"dry_run"`
+				Actions []struct {
+					Action, Name, Why string
+				} `json:"actions"`
+			} `json:"detail"`
+		}
+		must(t, json.Unmarshal([]byte(line), &e))
+		if e.Action != "gpu-reconcile-implicit" {
+			continue
+		}
+		if e.CallerUID != os.Getuid() || e.Caller == "" || e.Detail.DryRun {
+			t.Errorf("implicit reconcile entry: %s", line)
+		}
+		for _, a := range e.Detail.Actions {
+			if strings.HasPrefix(a.Name, r.tag) { // the engine may run other tests' containers with GPUs
+				found = append(found, a.Action+" "+a.Name+": "+a.Why)
+			}
+		}
+	}
+	if strings.Join(found, "; ") != "release "+gone+": its container is gone" {
+		t.Fatalf("implicit reconcile actions in the audit log: %q", found)
 	}
 }
