@@ -54,6 +54,7 @@ func (o *Options) defaults() {
 type Ledger struct {
 	db   *sql.DB
 	path string
+	lock *writerLock
 	inv  []GPU
 	opt  Options
 	now  func() time.Time
@@ -115,6 +116,7 @@ func Open(path string, inv []GPU, opt Options) (*Ledger, error) {
 	} else {
 		f.Close()
 	}
+	lock := newWriterLock(path+".lock", opt.BusyTimeout)
 	dsn := fmt.Sprintf("file:%s?_journal_mode=WAL&_busy_timeout=%d&_txlock=immediate&_foreign_keys=1&_synchronous=NORMAL",
 		path, opt.BusyTimeout.Milliseconds())
 	db, err := sql.Open("sqlite3", dsn)
@@ -122,7 +124,7 @@ func Open(path string, inv []GPU, opt Options) (*Ledger, error) {
 		return nil, errs.Wrap(errs.State, err, "GPU ledger %s", path)
 	}
 	db.SetMaxOpenConns(1)
-	l := &Ledger{db: db, path: path, inv: inv, opt: opt, now: time.Now, self: selfProc()}
+	l := &Ledger{db: db, path: path, lock: lock, inv: inv, opt: opt, now: time.Now, self: selfProc()}
 	if err := l.migrate(); err != nil {
 		db.Close()
 		return nil, l.classify(err, "opening")
@@ -130,8 +132,11 @@ func Open(path string, inv []GPU, opt Options) (*Ledger, error) {
 	return l, nil
 }
 
-// Close closes the database.
-func (l *Ledger) Close() error { return l.db.Close() }
+// Close closes the database and the lock file.
+func (l *Ledger) Close() error {
+	l.lock.close()
+	return l.db.Close()
+}
 
 // Path is the ledger file.
 func (l *Ledger) Path() string { return l.path }
@@ -180,8 +185,14 @@ func (l *Ledger) classify(err error, what string) error {
 	return errs.Wrap(errs.State, err, "GPU ledger %s: %s", l.path, what)
 }
 
-// tx runs fn in one BEGIN IMMEDIATE transaction.
+// tx runs fn in one BEGIN IMMEDIATE transaction, holding the writer lock
+// (see writerLock) from before BEGIN until after COMMIT or ROLLBACK.
 func (l *Ledger) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	unlock, err := l.lock.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	tx, err := l.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -431,7 +442,10 @@ func (l *Ledger) wait(ctx context.Context, r Request) (*Claimed, error) {
 		if !done {
 			bg, cancel := context.WithTimeout(context.Background(), l.opt.BusyTimeout)
 			defer cancel()
-			l.db.ExecContext(bg, `UPDATE waiters SET state = 'gone' WHERE id = ?`, wid)
+			l.tx(bg, func(tx *sql.Tx) error {
+				_, err := tx.Exec(`UPDATE waiters SET state = 'gone' WHERE id = ?`, wid)
+				return err
+			})
 		}
 	}()
 	var deadline <-chan time.Time

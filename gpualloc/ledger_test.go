@@ -230,9 +230,11 @@ func TestWaitInArrivalOrder(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	if p, _ := progress.Load("w3"); p != "waiting for 1 GPU(s): 2 request(s) ahead" {
-		t.Errorf("w3 progress: %v", p)
-	}
+	// Queued (its row is in) comes before its first look at the queue.
+	waitFor(t, "w3's progress", func() bool {
+		p, _ := progress.Load("w3")
+		return p == "waiting for 1 GPU(s): 2 request(s) ahead"
+	})
 	// A claim without --wait does not jump the queue.
 	if _, err := l.Claim(ctx, req("rude", "x", 1)); !errs.Is(err, errs.Unavailable) || !strings.Contains(err.Error(), "already waiting") {
 		t.Errorf("queue jumper: %v", err)
@@ -404,5 +406,24 @@ func TestMigrationIsIdempotent(t *testing.T) {
 	}
 	if st, _ := l2.Status(ctx); st.GPUs[0].Holders[0].Claim != c.ID {
 		t.Fatal("claim lost across reopen")
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
