@@ -102,21 +102,39 @@ var migrations = []string{
 }
 
 // Open opens (creating when missing) the ledger at path for the inventory.
+//
+// The state directory is made 0700 and the ledger, its lock file and
+// SQLite's -wal and -shm files 0600: the ledger names every user's
+// containers, and only root (mlc under sudo) reads or writes it. Run as root,
+// Open tightens a directory or files that exist with wider modes.
 func Open(path string, inv []GPU, opt Options) (*Ledger, error) {
 	opt.defaults()
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, errs.Wrap(errs.State, err, "state directory %s cannot be created", dir)
+	}
+	if err := tighten(dir, 0o700); err != nil {
+		return nil, errs.Wrap(errs.State, err, "state directory %s", dir)
 	}
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		return nil, errs.New(errs.State, "GPU ledger %s is a directory", path)
 	}
-	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644); err != nil {
-		return nil, errs.Wrap(errs.State, err, "GPU ledger %s cannot be opened", path)
-	} else {
+	lock := newWriterLock(path+".lock", opt.BusyTimeout)
+	for _, p := range []string{path, lock.path} {
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, errs.Wrap(errs.State, err, "GPU ledger %s cannot be opened", p)
+		}
 		f.Close()
 	}
-	lock := newWriterLock(path+".lock", opt.BusyTimeout)
+	// SQLite creates the -wal and -shm files with the database's mode; ones
+	// left by an mlc that died, or made when the ledger was wider, are
+	// tightened with it.
+	for _, p := range []string{path, path + "-wal", path + "-shm", lock.path} {
+		if err := tighten(p, 0o600); err != nil && !os.IsNotExist(err) {
+			return nil, errs.Wrap(errs.State, err, "GPU ledger %s", p)
+		}
+	}
 	dsn := fmt.Sprintf("file:%s?_journal_mode=WAL&_busy_timeout=%d&_txlock=immediate&_foreign_keys=1&_synchronous=NORMAL",
 		path, opt.BusyTimeout.Milliseconds())
 	db, err := sql.Open("sqlite3", dsn)
@@ -130,6 +148,22 @@ func Open(path string, inv []GPU, opt Options) (*Ledger, error) {
 		return nil, l.classify(err, "opening")
 	}
 	return l, nil
+}
+
+// tighten clears the mode bits of path beyond max, when running as root
+// (only root can be sure to own the file; others leave it as it is).
+func tighten(path string, max os.FileMode) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.Mode().Perm()&^max == 0 {
+		return nil
+	}
+	return os.Chmod(path, st.Mode().Perm()&max)
 }
 
 // Close closes the database and the lock file.

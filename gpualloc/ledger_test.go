@@ -427,3 +427,51 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// The state directory is 0700 and the ledger, its lock and SQLite's -wal and
+// -shm files 0600; run as root, Open tightens ones that are wider.
+func TestFileModes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	path := filepath.Join(dir, "gpu.db")
+	files := []string{path, path + "-wal", path + "-shm", path + ".lock"}
+	check := func(when string, wantDir, wantFile os.FileMode) {
+		t.Helper()
+		if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != wantDir {
+			t.Errorf("%s: state directory %v %v, want %v", when, st.Mode().Perm(), err, wantDir)
+		}
+		for _, f := range files {
+			if st, err := os.Stat(f); err != nil || st.Mode().Perm() != wantFile {
+				t.Errorf("%s: %s %v %v, want %v", when, filepath.Base(f), st.Mode().Perm(), err, wantFile)
+			}
+		}
+	}
+	l, err := Open(path, Fake(2), Options{})
+	must(t, err)
+	claim(t, l, req("a", "a", 1)) // the WAL has frames, the -shm an index
+	check("new", 0o700, 0o600)
+	// Another connection (another mlc) while this one is open: SQLite's
+	// own files keep their modes.
+	l2 := open(t, path, 2, Options{})
+	claim(t, l2, req("b", "b", 1))
+	check("second process", 0o700, 0o600)
+	l2.Close()
+	l.Close()
+
+	// An older mlc made them wider.
+	must(t, os.Chmod(dir, 0o755))
+	for _, f := range files {
+		if _, err := os.Stat(f); os.IsNotExist(err) {
+			must(t, os.WriteFile(f, nil, 0o644)) // SQLite removed it on close
+		}
+		must(t, os.Chmod(f, 0o644))
+	}
+	l = open(t, path, 2, Options{})
+	if st, _ := l.Status(ctx); holders(st) != 2 {
+		t.Fatal("claims lost across reopen")
+	}
+	if os.Geteuid() == 0 {
+		check("reopened as root", 0o700, 0o600)
+	} else {
+		check("reopened as a user", 0o755, 0o644)
+	}
+}
