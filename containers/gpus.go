@@ -161,7 +161,9 @@ func (g *LedgerGPUs) EnsureHeld(ctx context.Context, c engine.Container, quota i
 	if err != nil {
 		return err
 	}
-	return l.Rehold(ctx, c.Labels[engine.LabelUser], c.Labels[engine.LabelName], c.Name, c.ID, splitList(c.Labels[engine.LabelGPUs]))
+	r := gpualloc.Request{User: c.Labels[engine.LabelUser], Name: c.Labels[engine.LabelName], Container: c.Name,
+		Quota: quota, QuotaFrom: quotaFrom}
+	return l.Rehold(ctx, r, c.ID, splitList(c.Labels[engine.LabelGPUs]))
 }
 
 // ReleaseGPUs frees a stopped container's GPUs while it goes on existing

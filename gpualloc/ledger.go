@@ -596,10 +596,16 @@ func (l *Ledger) MarkStopped(ctx context.Context, containerID string) error {
 	}), "marking stopped")
 }
 
-// Rehold makes sure a container about to start holds its GPUs again: if its
-// claim was released while it was stopped, the same UUIDs are claimed anew,
-// or the start is refused when someone else holds them now.
-func (l *Ledger) Rehold(ctx context.Context, user, name, dockerName, containerID string, uuids []string) error {
+// Rehold makes sure a container about to start holds its GPUs (uuids, from
+// its labels) again. A container whose active claim is still live keeps it.
+// One whose claim was released while it was stopped (gpu.hold_after_stop,
+// mlc gpu release, a reconcile) claims the same GPUs anew under a create's
+// rules, in one transaction: refused while anyone waits in the queue, when
+// the owner's live GPUs plus these would pass r.Quota, or when someone else
+// holds one of them now. r names the owner (User), the container (Name,
+// Container) and the quota (Quota, QuotaFrom); r.N, r.Wait and the rest are
+// not used: the GPUs are the container's, and a start does not queue.
+func (l *Ledger) Rehold(ctx context.Context, r Request, containerID string, uuids []string) error {
 	return l.classify(l.tx(ctx, func(tx *sql.Tx) error {
 		var live int
 		if err := tx.QueryRow(`SELECT COUNT(*) FROM claims WHERE container_id = ? AND state = 'active'`, containerID).Scan(&live); err != nil {
@@ -609,18 +615,33 @@ func (l *Ledger) Rehold(ctx context.Context, user, name, dockerName, containerID
 			_, err := tx.Exec(`UPDATE claims SET stopped_ms = NULL WHERE container_id = ? AND state = 'active'`, containerID)
 			return err
 		}
+		if n, err := l.queueLength(tx); err != nil {
+			return err
+		} else if n > 0 {
+			return errs.New(errs.Unavailable, "%d requests are waiting for GPUs; %s cannot take its GPUs back ahead of them: start it when the queue is empty (mlc gpu status)", n, r.Name)
+		}
 		hs, err := l.holdings(tx)
 		if err != nil {
 			return err
+		}
+		held := 0
+		for _, h := range hs {
+			if h.user == r.User {
+				held++
+			}
+		}
+		if held+len(uuids) > r.Quota {
+			return errs.New(errs.Quota, "starting %s takes its %d GPU(s) again, and %s holds %d; the gpus limit is %d (%s)",
+				r.Name, len(uuids), r.User, held, r.Quota, r.QuotaFrom)
 		}
 		used := usedSlots(hs)
 		for _, h := range hs {
 			if len(used[h.uuid]) >= l.opt.MaxPerGPU && contains(uuids, h.uuid) {
 				return errs.New(errs.Unavailable, "%s's GPU %s went to %s/%s while it was stopped; remove it and create a new one",
-					name, h.uuid, h.user, h.name)
+					r.Name, h.uuid, h.user, h.name)
 			}
 		}
-		return l.insertActive(tx, used, user, name, dockerName, containerID, uuids)
+		return l.insertActive(tx, used, r.User, r.Name, r.Container, containerID, uuids)
 	}), "re-claiming")
 }
 

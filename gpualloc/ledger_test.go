@@ -337,7 +337,7 @@ func TestHoldAfterStop(t *testing.T) {
 		t.Fatal("not released after hold_after_stop")
 	}
 	// Starting again re-claims the same GPU while it is free...
-	if err := l.Rehold(ctx, "a", "s", "mlc-a-s", "c1", c.UUIDs); err != nil {
+	if err := l.Rehold(ctx, req("a", "s", 0), "c1", c.UUIDs); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := l.Status(ctx); holders(st) != 1 {
@@ -346,7 +346,7 @@ func TestHoldAfterStop(t *testing.T) {
 	// ...and is refused when someone else has it.
 	l.ReleaseContainer(ctx, "c1", "mlc-a-s", "test")
 	claim(t, l, req("b", "b", 1))
-	if err := l.Rehold(ctx, "a", "s", "mlc-a-s", "c1", c.UUIDs); !errs.Is(err, errs.Unavailable) || !strings.Contains(err.Error(), "went to b/b") {
+	if err := l.Rehold(ctx, req("a", "s", 0), "c1", c.UUIDs); !errs.Is(err, errs.Unavailable) || !strings.Contains(err.Error(), "s's GPU "+c.UUIDs[0]+" went to b/b while") {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -473,5 +473,121 @@ func TestFileModes(t *testing.T) {
 		check("reopened as root", 0o700, 0o600)
 	} else {
 		check("reopened as a user", 0o755, 0o644)
+	}
+}
+
+// released makes a container of user with its claim active as containerID,
+// then stopped and released (gpu.hold_after_stop, or mlc gpu release), as it
+// stands before it is started again.
+func released(t *testing.T, l *Ledger, r Request, containerID string) []string {
+	t.Helper()
+	c := claim(t, l, r)
+	must(t, l.Activate(ctx, c.ID, containerID))
+	must(t, l.MarkStopped(ctx, containerID))
+	if n, err := l.ReleaseContainer(ctx, containerID, r.Container, "released-by-admin"); n != 1 || err != nil {
+		t.Fatalf("release %s: %d %v", r.Name, n, err)
+	}
+	return c.UUIDs
+}
+
+// A container whose claim is still live keeps it, whatever the quota or the
+// queue say now: starting it takes nothing new.
+func TestReholdKeepsLiveClaim(t *testing.T) {
+	l := open(t, "", 2, Options{})
+	c := claim(t, l, req("alice", "a", 1))
+	must(t, l.Activate(ctx, c.ID, "ca"))
+	must(t, l.MarkStopped(ctx, "ca"))
+	_, err := l.db.Exec(`INSERT INTO waiters (user, name, n, pid, created_ms, seen_ms) VALUES ('bob', 'w', 2, 1, ?, ?)`, l.ms(), l.ms())
+	must(t, err)
+	r := req("alice", "a", 0)
+	r.Quota = 0 // lowered since the create
+	if err := l.Rehold(ctx, r, "ca", c.UUIDs); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := l.Status(ctx)
+	if holders(st) != 1 || st.GPUs[0].Holders[0].Claim != c.ID {
+		t.Fatalf("rehold of a live claim changed the holders: %+v", st.GPUs)
+	}
+	var stopped sql.NullInt64
+	must(t, l.db.QueryRow(`SELECT stopped_ms FROM claims WHERE id = ?`, c.ID).Scan(&stopped))
+	if stopped.Valid {
+		t.Fatal("the stop mark stays after a start")
+	}
+}
+
+// The attack: create with 1 GPU (quota 1), stop, have it released, create
+// another with a GPU, start the first again. The start must be refused.
+func TestReholdQuota(t *testing.T) {
+	l := open(t, "", 4, Options{})
+	ra := req("alice", "a", 1)
+	ra.Quota, ra.QuotaFrom = 1, "group students"
+	gpusA := released(t, l, ra, "ca")
+	// Keep a's GPU busy while b is created, so that b gets another one and
+	// the quota is the only reason left to refuse a's start.
+	tmp := claim(t, l, req("carol", "tmp", 1))
+	if tmp.UUIDs[0] != gpusA[0] {
+		t.Fatalf("carol got %v, not a's free GPU %v", tmp.UUIDs, gpusA)
+	}
+	rb := ra
+	rb.Name, rb.Container = "b", "mlc-alice-b"
+	b := claim(t, l, rb)
+	must(t, l.Activate(ctx, b.ID, "cb"))
+	must(t, l.Release(ctx, tmp.ID, "test"))
+
+	err := l.Rehold(ctx, ra, "ca", gpusA)
+	if !errs.Is(err, errs.Quota) || err.Error() != "starting a takes its 1 GPU(s) again, and alice holds 1; the gpus limit is 1 (group students)" {
+		t.Fatalf("start over quota: %v", err)
+	}
+	st, _ := l.Status(ctx)
+	if holders(st) != 1 {
+		t.Fatalf("after the refused start %d holders, want 1 (b)", holders(st))
+	}
+	// Within the quota the same start takes its GPU back.
+	ra.Quota = 2
+	must(t, l.Rehold(ctx, ra, "ca", gpusA))
+	st, _ = l.Status(ctx)
+	if holders(st) != 2 || st.GPUs[0].UUID != gpusA[0] || len(st.GPUs[0].Holders) != 1 || st.GPUs[0].Holders[0].Name != "a" {
+		t.Fatalf("a did not get %s back: %+v", gpusA[0], st.GPUs)
+	}
+}
+
+// A start does not take GPUs ahead of requests waiting in the queue, as a
+// create without --wait does not.
+func TestReholdQueue(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gpu.db")
+	l := open(t, path, 3, Options{Poll: 10 * time.Millisecond})
+	claim(t, l, req("bob", "b", 2))
+	gpusA := released(t, l, req("alice", "a", 1), "ca") // the third GPU, free now
+	w := open(t, path, 3, Options{Poll: 10 * time.Millisecond})
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rw := req("carol", "w", 2)
+	rw.Wait = true
+	waited := make(chan error, 1)
+	go func() {
+		_, err := w.Claim(wctx, rw)
+		waited <- err
+	}()
+	waitFor(t, "carol to queue", func() bool { st, _ := l.Status(ctx); return len(st.Queue) == 1 })
+
+	err := l.Rehold(ctx, req("alice", "a", 0), "ca", gpusA)
+	if !errs.Is(err, errs.Unavailable) || !strings.HasPrefix(err.Error(), "1 requests are waiting for GPUs; a cannot take its GPUs back") {
+		t.Fatalf("start while carol waits: %v", err)
+	}
+	if st, _ := l.Status(ctx); holders(st) != 2 {
+		t.Fatalf("the refused start changed the holders: %d", holders(st))
+	}
+	cancel()
+	select {
+	case err := <-waited:
+		if !errs.Is(err, errs.Canceled) {
+			t.Fatalf("carol's wait: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("carol's wait did not end when canceled")
+	}
+	must(t, l.Rehold(ctx, req("alice", "a", 0), "ca", gpusA))
+	if st, _ := l.Status(ctx); holders(st) != 3 {
+		t.Fatalf("with the queue empty the start did not re-claim: %d holders", holders(st))
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 
 	_ "github.com/mattn/go-sqlite3"
 
+	"github.com/mlc-lab/mlc/gpualloc"
 	"github.com/mlc-lab/mlc/internal/testenv"
 )
 
@@ -397,6 +399,63 @@ func (r *gpuRig) checkLedger(t *testing.T) {
 			t.Fatalf("%s in both %s and %s", uuid, other, name)
 		}
 		byUUID[uuid] = name
+	}
+}
+
+// The attack on the quota through start: with a gpus limit of 1, create a
+// container with a GPU, stop it, have its GPU released (mlc gpu release, or
+// gpu.hold_after_stop), create another with a GPU, then start the first
+// again. The start must be refused (exit 7, quota) and the ledger still show
+// one GPU held, by the second container.
+func TestReclaimOnStartQuota(t *testing.T) {
+	r := newGPURig(t, "user_overrides:\n  root:\n    gpus: 1\n    reason: quota test\n")
+	first, second := r.n("first"), r.n("second")
+	for _, s := range [][]string{{"create", first, "busybox", "--gpus", "1"}, {"stop", first}, {"gpu", "release", first}} {
+		if _, errOut, code := r.run(t, s...); code != 0 {
+			t.Fatalf("%v: exit %d %s", s, code, errOut)
+		}
+	}
+	firstGPU := r.containerGPUs(t)[first]
+	// Someone else holds first's GPU for a while, so that second gets another
+	// one and first's is free again when it starts: else the start would be
+	// refused because its GPU is taken, whatever the quota. A claim of this
+	// test process stays pending (and alive) through the reconciles.
+	other, err := gpualloc.Open(filepath.Join(r.state, "gpu.db"), gpualloc.Fake(8), gpualloc.Options{})
+	must(t, err)
+	defer other.Close()
+	hold, err := other.Claim(context.Background(), gpualloc.Request{User: "someone", Name: "x", Container: "mlc-someone-x", N: 1, Quota: 8})
+	must(t, err)
+	if hold.UUIDs[0] != firstGPU {
+		t.Fatalf("someone got %v, not first's GPU %s", hold.UUIDs, firstGPU)
+	}
+	if _, errOut, code := r.run(t, "create", second, "busybox", "--gpus", "1"); code != 0 {
+		t.Fatalf("create second: exit %d %s", code, errOut)
+	}
+	must(t, other.Release(context.Background(), hold.ID, "test"))
+
+	_, errOut, code := r.run(t, "start", first)
+	if code != 7 || !strings.Contains(errOut, "the gpus limit is 1 (override (quota test))") {
+		t.Fatalf("starting first over the quota: exit %d %q", code, errOut)
+	}
+	st := r.status(t)
+	var held []string
+	for _, g := range st.GPUs {
+		for _, h := range g.Holders {
+			held = append(held, h.Name+"/"+h.State)
+		}
+	}
+	if strings.Join(held, " ") != second+"/active" {
+		t.Fatalf("ledger holders after the refused start: %v, want only second", held)
+	}
+	if _, running := r.containerGPUStates(t); running[first] || !running[second] {
+		t.Fatalf("running: %v", running)
+	}
+	// Once the second is gone, the first may have its GPU back.
+	if _, errOut, code := r.run(t, "remove", second, "--yes", "--force"); code != 0 {
+		t.Fatalf("remove second: %s", errOut)
+	}
+	if _, errOut, code := r.run(t, "start", first); code != 0 {
+		t.Fatalf("starting first within the quota: exit %d %s", code, errOut)
 	}
 }
 
