@@ -73,6 +73,7 @@ type Policies struct {
 	WorkspaceLink        string   // directory in the home (~/...) where mlc links each workspace; "" for none
 	MountRoots           []string // --data/--models must lie below one of these (or the user's home)
 	PortRange            [2]int   // host ports non-admins may publish ([0,0]: any unprivileged port)
+	MaxPorts             int      // host ports a non-admin's container may publish
 	NetworkPool          string   // CIDR the per-user networks' subnets come from; "" lets Docker choose
 	NetworkPrefix        int      // prefix length of each per-user subnet taken from NetworkPool
 	Capabilities         []string // capabilities containers may be given

@@ -79,6 +79,7 @@ func Parse(name string, data []byte) (*Config, error) {
 			WorkspaceRoot: DefaultWorkspaceRoot,
 			WorkspaceLink: "~/workspaces",
 			NetworkPrefix: 26,
+			MaxPorts:      8,
 		},
 		GPU: GPU{
 			Mode: "exclusive", MaxPerGPU: 1, Strategy: "spread", Runtime: "nvidia",
@@ -476,6 +477,13 @@ func (p *parser) policies(n *yaml.Node, pol *Policies) {
 			}
 		case "port_range":
 			pol.PortRange = p.portRange(v, w)
+		case "max_ports":
+			if x, ok := p.integer(v, w, 0); ok {
+				if x > 1024 {
+					p.errf(v, "%s: at most 1024", w)
+				}
+				pol.MaxPorts = int(x)
+			}
 		case "network_pool":
 			if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
 				pol.NetworkPool = ""
@@ -516,7 +524,7 @@ func (p *parser) policies(n *yaml.Node, pol *Policies) {
 				}
 			}
 		default:
-			p.errf(k, "policies: unknown key %s (known: max_containers_per_user, allow_root, allow_swap, bind_address, workspace_root, workspace_link, mount_roots, port_range, network_pool, network_prefix, capabilities, devices)", excerpt(k.Value))
+			p.errf(k, "policies: unknown key %s (known: max_containers_per_user, allow_root, allow_swap, bind_address, workspace_root, workspace_link, mount_roots, port_range, max_ports, network_pool, network_prefix, capabilities, devices)", excerpt(k.Value))
 		}
 	})
 }

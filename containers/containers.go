@@ -125,7 +125,9 @@ func (m *Manager) List(ctx context.Context, a Actor, all bool) ([]Row, error) {
 	user := a.Target.User
 	if all {
 		if !a.Caller.Admin {
-			return nil, errs.New(errs.Permission, "only admins may list all users' containers (--all)")
+			err := errs.New(errs.Permission, "only admins may list all users' containers (--all)")
+			m.audit(a, "list --all", "", err, nil)
+			return nil, err
 		}
 		user = ""
 	}

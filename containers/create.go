@@ -231,11 +231,6 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	if err := m.ensureImage(ctx, img.Image); err != nil {
 		return nil, err
 	}
-	if err := m.makeWorkspace(ctx, a, &mp); err != nil {
-		return nil, err
-	}
-	spec.Mounts = mp.mounts
-	spec.Labels[engine.LabelMounts] = mp.label()
 
 	var claim Claim
 	if r.GPUs > 0 {
@@ -264,11 +259,15 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	// sudo parent dying) is answered by undoing, never by stopping half-way.
 	work := context.WithoutCancel(ctx)
 	id, joined := "", false
+	var ws paths.Workspace
 	undo := func(cause error) error {
 		bg, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if id != "" {
 			_ = m.Eng.Remove(bg, id, true)
+		}
+		if ws.Created { // made for this create: gone again if still empty
+			_ = paths.RemoveEmptyWorkspace(m.Cfg.Policies.WorkspaceRoot, a.Target.User, mp.wsName)
 		}
 		if joined { // a network made for this create alone goes too (the user's lock is held)
 			_ = m.dropNetworkIfEmpty(bg, a)
@@ -280,7 +279,7 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	}
 	interrupted := func() error {
 		if ctx.Err() != nil {
-			return errs.New(errs.Canceled, "interrupted; %s was not created", r.Name)
+			return errs.New(errs.Interrupted, "interrupted; %s was not created", r.Name)
 		}
 		return nil
 	}
@@ -296,6 +295,12 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	if err := interrupted(); err != nil {
 		return nil, undo(err)
 	}
+	// The workspace is made only now, for a create that passed every check.
+	if ws, err = m.makeWorkspace(a, &mp); err != nil {
+		return nil, undo(err)
+	}
+	spec.Mounts = mp.mounts
+	spec.Labels[engine.LabelMounts] = mp.label()
 	if spec.Network, err = m.ensureNetwork(work, a); err != nil {
 		return nil, undo(err)
 	}
@@ -333,10 +338,11 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	if err := interrupted(); err != nil {
 		return nil, undo(err)
 	}
-	out.ID, out.GPUs, out.Request = id, spec.GPUs, spec.Request()
+	out.ID, out.GPUs, out.Request, out.Workspace = id, spec.GPUs, spec.Request(), mp.workspace
 	if out.GPUs == nil {
 		out.GPUs = []string{}
 	}
+	m.linkWorkspace(ctx, a, mp)
 	return out, nil
 }
 
@@ -598,7 +604,9 @@ func (m *Manager) userDir(ctx context.Context, a Actor, cwd, p, what string) (pa
 	} else if err != nil {
 		return paths.Resolved{}, err
 	}
-	if id, err := paths.Walk(res.Real); err != nil || id != res.ID {
+	// The engine resolves the source again at every start, as root: only a
+	// directory no one but root can replace (and hers or root's) is safe.
+	if id, err := paths.Pinned(res.Real, a.Target.UID); err != nil || id != res.ID {
 		return paths.Resolved{}, paths.NotAllowed(what, shown, where)
 	}
 	for _, root := range m.allowedRoots(a) {
@@ -625,27 +633,33 @@ func (m *Manager) allowedRoots(a Actor) []string {
 }
 
 // makeWorkspace finds or makes the workspace directory (fd-relative, below
-// the root-owned workspace_root), records its identity, and links it into
-// the owner's home as the owner (a failed link is only a notice).
-func (m *Manager) makeWorkspace(ctx context.Context, a Actor, mp *mountPlan) error {
+// the root-owned workspace_root) and records its identity.
+func (m *Manager) makeWorkspace(a Actor, mp *mountPlan) (paths.Workspace, error) {
 	ws, err := paths.EnsureWorkspace(m.Cfg.Policies.WorkspaceRoot, a.Target.User, a.Target.UID, a.Target.GID, mp.wsName)
 	if err != nil {
-		return err
+		return ws, err
 	}
 	mp.workspace = ws.Path
 	mp.mounts[0].Source = ws.Path
 	mp.ids["/workspace"] = ws.ID
-	if link := m.Cfg.Policies.WorkspaceLink; link != "" {
-		dir := filepath.Join(a.Target.Home, strings.TrimPrefix(link, "~/"))
-		cred, err := paths.CredFor(a.Target.UID)
-		if err == nil {
-			err = m.Paths.Link(ctx, cred, dir, mp.wsName, ws.Path)
-		}
-		if err != nil && m.Progress != nil {
-			fmt.Fprintf(m.Progress, "mlc: note: could not link %s/%s to the workspace (%v)\n", dir, mp.wsName, err)
-		}
+	return ws, nil
+}
+
+// linkWorkspace links the workspace into the owner's home, as the owner; a
+// link that cannot be made is only a notice.
+func (m *Manager) linkWorkspace(ctx context.Context, a Actor, mp mountPlan) {
+	link := m.Cfg.Policies.WorkspaceLink
+	if link == "" {
+		return
 	}
-	return nil
+	dir := filepath.Join(a.Target.Home, strings.TrimPrefix(link, "~/"))
+	cred, err := paths.CredFor(a.Target.UID)
+	if err == nil {
+		err = m.Paths.Link(ctx, cred, dir, mp.wsName, mp.workspace)
+	}
+	if err != nil && m.Progress != nil {
+		fmt.Fprintf(m.Progress, "mlc: note: could not link %s/%s to the workspace (%v)\n", dir, mp.wsName, err)
+	}
 }
 
 // checkMounts refuses to start a container one of whose bind mounts is no
@@ -660,12 +674,16 @@ func checkMounts(c engine.Container) error {
 			recorded[t] = id
 		}
 	}
+	owner, err := strconv.Atoi(c.Labels[engine.LabelUID])
+	if err != nil {
+		return errs.New(errs.State, "%s has no owner uid label; remove it and create it again", name)
+	}
 	for _, mt := range c.Mounts {
 		want, ok := recorded[mt.Target]
 		if !ok {
 			return errs.New(errs.State, "%s: its mount %s has no record from create (made by an older mlc); remove it and create it again", name, mt.Target)
 		}
-		if got, err := paths.Walk(mt.Source); err != nil || got != want {
+		if got, err := paths.Pinned(mt.Source, owner); err != nil || got != want {
 			return errs.New(errs.State, "%s: the directory mounted at %s (%s) is not the one it was created with; mlc will not start it: restore it, or remove the container and create it again", name, mt.Target, mt.Source)
 		}
 	}

@@ -47,7 +47,7 @@ func TestInterruptedCreateLeavesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.f.onCreate = cancel // Ctrl-C while the engine creates the container
 	_, err := e.m.Create(ctx, Self(e.alice), CreateRequest{Name: "x", Framework: "busybox"})
-	if !errs.Is(err, errs.Canceled) || !strings.Contains(err.Error(), "x was not created") {
+	if !errs.Is(err, errs.Interrupted) || !strings.Contains(err.Error(), "x was not created") {
 		t.Fatalf("got %v", err)
 	}
 	if len(e.f.byID) != 0 {

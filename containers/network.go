@@ -101,7 +101,7 @@ func pause(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	case <-ctx.Done():
-		return errs.Wrap(errs.Canceled, ctx.Err(), "waiting for a network")
+		return errs.Wrap(errs.Interrupted, ctx.Err(), "waiting for a network")
 	}
 }
 

@@ -36,6 +36,19 @@ func (m *Manager) checkPorts(a Actor, ports []engine.Port) error {
 	rng := m.Cfg.Policies.PortRange
 	hasRange := rng != [2]int{}
 	low := unprivilegedPortStart()
+	// Each published port is a root process (docker-proxy) outside the
+	// user's cgroup, and a port taken from everyone: they are counted.
+	count := 0
+	for _, p := range ports {
+		if first, last, ok := hostPorts(p.HostPort); ok {
+			count += last - first + 1
+		} else {
+			count++
+		}
+	}
+	if max := m.Cfg.Policies.MaxPorts; count > max {
+		return errs.New(errs.Quota, "%d published ports is more than the %d a container may have (policies.max_ports)", count, max)
+	}
 	for _, p := range ports {
 		what := "-p " + p.HostPort + ":" + p.ContainerPort + "/" + p.Proto
 		if p.HostPort == "" {

@@ -48,13 +48,13 @@ func TestCheckPorts(t *testing.T) {
 			user: "below 1024"},
 		{name: "range needs a host port", start: 1024, rng: [2]int{20000, 20999}, ports: []engine.Port{port("", "8888")},
 			user: "HOSTPORT:8888 with HOSTPORT in 20000-20999"},
-		{name: "host port range", start: 1024, rng: [2]int{20000, 20999}, ports: []engine.Port{port("20990-21005", "80")},
+		{name: "host port range", start: 1024, rng: [2]int{20000, 20999}, ports: []engine.Port{port("20995-21002", "80")},
 			user: "outside 20000-20999"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			withPortStart(t, c.start)
-			m := &Manager{Cfg: &config.Config{Policies: config.Policies{PortRange: c.rng}}, Eng: newFake()}
+			m := &Manager{Cfg: &config.Config{Policies: config.Policies{PortRange: c.rng, MaxPorts: 8}}, Eng: newFake()}
 			for _, who := range []struct {
 				a    Actor
 				want string
@@ -77,9 +77,29 @@ func TestCheckPorts(t *testing.T) {
 	}
 }
 
+// Every published port is a root docker-proxy and a port taken from everyone:
+// a non-admin's container gets at most policies.max_ports, ranges counted port by port.
+func TestMaxPorts(t *testing.T) {
+	withPortStart(t, 1024)
+	m := &Manager{Cfg: &config.Config{Policies: config.Policies{MaxPorts: 3}}, Eng: newFake()}
+	p := func(h string) engine.Port { return engine.Port{HostPort: h, ContainerPort: "80", Proto: "tcp"} }
+	alice := Self(&identity.Caller{User: "alice"})
+	if err := m.checkPorts(alice, []engine.Port{p("20000"), p(""), p("20001")}); err != nil {
+		t.Errorf("3 ports: %v", err)
+	}
+	for _, ports := range [][]engine.Port{{p("20000"), p(""), p("20001"), p("20002")}, {p("30000-30002"), p("")}} {
+		if err := m.checkPorts(alice, ports); !errs.Is(err, errs.Quota) || !strings.Contains(err.Error(), "policies.max_ports") {
+			t.Errorf("%v: %v", ports, err)
+		}
+	}
+	if err := m.checkPorts(Self(&identity.Caller{User: "boss", Admin: true}), []engine.Port{p("30000-30099")}); err != nil {
+		t.Errorf("admin: %v", err)
+	}
+}
+
 func TestCheckPortsBadHostPort(t *testing.T) {
 	withPortStart(t, 1024)
-	m := &Manager{Cfg: &config.Config{}, Eng: newFake()}
+	m := &Manager{Cfg: &config.Config{Policies: config.Policies{MaxPorts: 8}}, Eng: newFake()}
 	err := m.checkPorts(Self(&identity.Caller{User: "alice"}), []engine.Port{{HostPort: "x", ContainerPort: "80", Proto: "tcp"}})
 	if !errs.Is(err, errs.Usage) {
 		t.Fatalf("got %v", err)

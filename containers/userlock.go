@@ -35,6 +35,6 @@ func (m *Manager) lockUser(ctx context.Context, uid int) (func(), error) {
 		return func() { f.Close() }, nil
 	case <-ctx.Done():
 		go func() { <-got; f.Close() }()
-		return nil, errs.New(errs.Canceled, "interrupted while waiting for your other mlc commands")
+		return nil, errs.New(errs.Interrupted, "interrupted while waiting for your other mlc commands")
 	}
 }

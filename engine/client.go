@@ -92,7 +92,7 @@ func (c *Client) classify(err error, what string) error {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, context.Canceled):
-		return errs.Wrap(errs.Canceled, err, "%s", what)
+		return errs.Wrap(errs.Interrupted, err, "%s", what)
 	case strings.Contains(msg, "permission denied") && strings.Contains(msg, "docker"):
 		return errs.New(errs.Permission, "permission denied on the Docker socket (%s): run mlc through sudo (sudo mlc ...); users are not in the docker group", c.host)
 	case client.IsErrConnectionFailed(err) || strings.Contains(msg, "connection refused") || strings.Contains(msg, "no such file or directory"):

@@ -138,7 +138,7 @@ func (c *Client) EnsureNetwork(ctx context.Context, s NetworkSpec) (string, erro
 		// Whatever the answer, the next listing says what exists now.
 		_, createErr = c.api.NetworkCreate(ctx, s.Name, opts)
 		if createErr != nil && ctx.Err() != nil {
-			return "", errs.Wrap(errs.Canceled, ctx.Err(), "creating network %s", s.Name)
+			return "", errs.Wrap(errs.Interrupted, ctx.Err(), "creating network %s", s.Name)
 		}
 	}
 	return "", errs.New(errs.Conflict, "network %s: creating it kept racing with other mlc commands; try again", s.Name)
@@ -158,7 +158,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	case <-ctx.Done():
-		return errs.Wrap(errs.Canceled, ctx.Err(), "waiting for a network")
+		return errs.Wrap(errs.Interrupted, ctx.Err(), "waiting for a network")
 	}
 }
 

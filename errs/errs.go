@@ -25,7 +25,9 @@ const (
 	Image                   // the image is missing and cannot be pulled
 	Unavailable             // no free GPU (without --wait), a wait timed out, or no free network address
 	State                   // the state directory or ledger is unusable
-	Canceled                // the user said no, or interrupted
+	Canceled                // the user said no to a confirmation
+	Interrupted             // Ctrl-C, SIGTERM or SIGHUP (or sudo dying) stopped the command
+	OpenFailed              // mlc itself failed in `mlc open NAME -- CMD`, whose own codes pass through
 )
 
 // Table is the one table of exit codes. 0 is success; a command run inside a
@@ -47,7 +49,9 @@ var Table = []struct {
 	{Image, 9, "image", "the image is not present and cannot be pulled"},
 	{Unavailable, 10, "unavailable", "no free GPU, waiting for one timed out, or no network address left"},
 	{State, 11, "state", "the state directory or the GPU ledger cannot be used"},
-	{Canceled, 12, "canceled", "the user declined a confirmation or interrupted"},
+	{Canceled, 12, "canceled", "the user declined a confirmation"},
+	{OpenFailed, 125, "open-failed", "mlc open NAME -- CMD: mlc itself failed (CMD's own codes pass through, so mlc's are not used there)"},
+	{Interrupted, 130, "interrupted", "interrupted (Ctrl-C, SIGTERM, SIGHUP); a change under way was undone"},
 }
 
 // ExitCode is the process exit code for k.

@@ -2,6 +2,9 @@ package errs
 
 import (
 	"fmt"
+	"os"
+	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -28,5 +31,27 @@ func TestKindThroughWrapping(t *testing.T) {
 	}
 	if got := Wrap(Engine, fmt.Errorf("refused"), "ping").Error(); got != "ping: refused" {
 		t.Fatal(got)
+	}
+}
+
+// The exit-code table in the user guide is this table, row for row.
+func TestDocsTableMatchesCode(t *testing.T) {
+	data, err := os.ReadFile("../docs/user-guide.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile(`^\| (\d+) \| ([a-z-]+) \| (.+) \|$`)
+	var got []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if m := row.FindStringSubmatch(line); m != nil {
+			got = append(got, m[1]+" "+m[2]+" "+m[3])
+		}
+	}
+	var want []string
+	for _, r := range Table {
+		want = append(want, fmt.Sprintf("%d %s %s", r.Code, r.Name, r.What))
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("docs/user-guide.md's exit codes:\n%s\n\nerrs.Table:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

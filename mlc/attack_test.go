@@ -22,17 +22,18 @@ import (
 // root in containers, parallel creates, interrupts, and reading what they
 // cannot read.
 
-// A student flips a directory of hers between a real directory and a link to
-// root-only places while mlc resolves it: mlc never mounts anything but the
-// real directory, and a view it gives is read-only and hers.
+// A student flips a link of hers between her own data directory, a
+// directory inside her home and a root-only place while mlc resolves it:
+// mlc mounts nothing but a directory no one but root can replace.
 func TestAttackPathRace(t *testing.T) {
 	r := newSecRig(t)
 	home := "/home/mlct-alice"
+	mine := r.dir + "/data/mlct-alice"
 	const tries = 200
 	// The flipper and the creates run at once, both as alice; each loop is bounded.
 	flip := fmt.Sprintf(`i=0; while [ $i -lt 5000 ] && [ ! -e %[1]s/stop ]; do
-		rm -rf %[1]s/d; mkdir %[1]s/d; rm -rf %[1]s/d; ln -s /root %[1]s/d
-		rm -f %[1]s/workspaces; ln -s /etc %[1]s/workspaces; rm -f %[1]s/workspaces; mkdir -p %[1]s/workspaces; i=$((i+1)); done`, home)
+		ln -sfn %[2]s %[1]s/d; rm -f %[1]s/d; mkdir %[1]s/d; rmdir %[1]s/d; ln -sfn /root %[1]s/d; rm -f %[1]s/d
+		rm -rf %[1]s/workspaces; ln -s /etc %[1]s/workspaces; rm -f %[1]s/workspaces; mkdir -p %[1]s/workspaces; i=$((i+1)); done`, home, mine)
 	flipper := exec.Command("su", "mlct-alice", "-s", "/bin/sh", "-c", flip)
 	must(t, flipper.Start())
 	defer func() {
@@ -56,43 +57,52 @@ func TestAttackPathRace(t *testing.T) {
 		}
 		accepted++
 		for _, m := range req.HostConfig.Mounts {
-			if m.Target == "/data" && m.Source != home+"/d" {
+			if m.Target == "/data" && m.Source != mine {
 				t.Fatalf("mlc planned %s at /data (the race won)", m.Source)
 			}
 		}
 	}
-	t.Logf("%d of %d dry runs accepted a real directory; the rest were refused", accepted, tries)
-	// Real creates under the same race: the mounted source is the real directory or nothing.
-	for i := 0; i < 12; i++ {
+	t.Logf("%d of %d dry runs accepted (through the link to her own data directory); the rest were refused", accepted, tries)
+	// Real creates under the same race: the mounted source is her data directory or nothing, and it starts as such.
+	for i := 0; i < 8; i++ {
 		name := fmt.Sprintf("race%d", i)
-		_, _, code := r.sudo(t, "mlct-alice", "create", name, "busybox", "-d", home+"/d", "--no-start")
+		_, _, code := r.sudo(t, "mlct-alice", "create", name, "busybox", "-d", home+"/d")
 		if code != 0 {
 			continue
 		}
 		src := testenv.Docker(t, "inspect", "-f", `{{range .Mounts}}{{if eq .Destination "/data"}}{{.Source}} {{.RW}}{{end}}{{end}}`, "mlc-"+r.uids["mlct-alice"]+"-"+name)
-		if src != home+"/d false" {
+		if src != mine+" false" {
 			t.Fatalf("container %s mounts %q at /data", name, src)
 		}
 		r.sudo(t, "mlct-alice", "remove", name, "--yes", "--force")
 	}
 	// The workspace links were made as alice: nothing appeared in /etc.
-	if _, err := os.Lstat("/etc/race"); err == nil {
-		t.Fatal("a workspace link was made in /etc")
+	for i := 0; i < 8; i++ {
+		if _, err := os.Lstat(fmt.Sprintf("/etc/race%d", i)); err == nil {
+			t.Fatal("a workspace link was made in /etc")
+		}
 	}
 }
 
-// After create the workspace cannot be swapped; a swapped data directory
-// stops mlc start and mlc open; a restart by the engine itself shows only a
-// read-only view with the student's own rights.
+// Nothing a student can replace is ever mounted: not a directory inside her
+// home (she could swap it for a link to a place only root can traverse, like
+// another user's 0700 home, and the engine would follow it as root at the
+// next restart), not her workspace, not her data directory.
 func TestAttackSwapAfterCreate(t *testing.T) {
 	r := newSecRig(t)
 	home := "/home/mlct-alice"
-	r.as(t, "mlct-alice", "mkdir -p "+home+"/ds && echo mine > "+home+"/ds/f")
-	if _, errOut, code := r.sudo(t, "mlct-alice", "create", "sw", "busybox", "-d", home+"/ds"); code != 0 {
-		t.Fatalf("create: %d %s", code, errOut)
+	mine := r.dir + "/data/mlct-alice"
+	r.as(t, "mlct-alice", "mkdir -p "+home+"/ds && echo mine > "+mine+"/f")
+	_, errOut, code := r.sudo(t, "mlct-alice", "create", "sw", "busybox", "-d", home+"/ds")
+	if code != 5 || !strings.Contains(errOut, "not allowed") {
+		t.Fatalf("a directory inside her home (replaceable by her): %d %q", code, errOut)
+	}
+	if _, errOut, code := r.sudo(t, "mlct-alice", "create", "sw", "busybox", "-d", mine); code != 0 {
+		t.Fatalf("create with her data directory: %d %s", code, errOut)
 	}
 	ws := filepath.Join(r.dir, "ws", "mlct-alice", "sw")
-	for _, try := range []string{"mv " + ws + " " + ws + ".x", "rm -rf " + ws, "ln -sfn / " + ws, "ln -s / " + filepath.Dir(ws) + "/evil"} {
+	for _, try := range []string{"mv " + ws + " " + ws + ".x", "rm -rf " + ws, "ln -sfn / " + ws, "ln -s / " + filepath.Dir(ws) + "/evil",
+		"mv " + mine + " " + mine + ".x", "rm -rf " + mine, "ln -sfn /root " + mine} {
 		if _, _, code := r.as(t, "mlct-alice", try); code == 0 {
 			t.Errorf("alice could %s", try)
 		}
@@ -100,16 +110,16 @@ func TestAttackSwapAfterCreate(t *testing.T) {
 	if fi, err := os.Lstat(ws); err != nil || !fi.IsDir() || fi.Sys().(*syscall.Stat_t).Uid != uint32(atoi(t, r.uids["mlct-alice"])) {
 		t.Fatalf("workspace after the attempts: %v %v", fi, err)
 	}
-	// The home link leads there.
+	// bob cannot even learn which workspace names alice has.
+	if _, _, code := r.as(t, "mlct-bob", "ls "+filepath.Dir(ws)+" || stat "+ws); code == 0 {
+		t.Errorf("bob can look into alice's workspaces")
+	}
 	if l, err := os.Readlink(home + "/workspaces/sw"); err != nil || l != ws {
 		t.Errorf("home link: %q %v", l, err)
 	}
-	// Swap the data directory for a link to /.
-	r.as(t, "mlct-alice", "mv "+home+"/ds "+home+"/ds.old && ln -s / "+home+"/ds")
-	// The engine restarts the container by itself when its main process ends.
+	// A restart by the engine itself mounts the same directories again.
 	dockerName := "mlc-" + r.uids["mlct-alice"] + "-sw"
 	before := testenv.Docker(t, "inspect", "-f", "{{.RestartCount}}", dockerName)
-	// SIGKILL to every process of hers in the container: the main process ends.
 	r.sudo(t, "mlct-alice", "open", "sw", "--", "kill", "-9", "-1")
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -122,21 +132,28 @@ func TestAttackSwapAfterCreate(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	out, errOut, _ := r.sudo(t, "mlct-alice", "open", "sw", "--", "sh", "-c", "cat /data/etc/shadow >/dev/null 2>&1 && echo READ; touch /data/tmp/mlc-escape 2>/dev/null && echo WROTE; id -u")
-	if strings.Contains(out, "READ") || strings.Contains(out, "WROTE") || strings.TrimSpace(out) != r.uids["mlct-alice"] {
-		t.Fatalf("after a restart onto a swapped mount: %q %q", out, errOut)
+	out, errOut, _ := r.sudo(t, "mlct-alice", "open", "sw", "--", "sh", "-c", "cat /data/f; touch /data/x 2>/dev/null && echo WROTE; id -u")
+	if strings.Fields(out)[0] != "mine" || strings.Contains(out, "WROTE") || !strings.HasSuffix(strings.TrimSpace(out), r.uids["mlct-alice"]) {
+		t.Fatalf("after a restart: %q %q", out, errOut)
 	}
-	// mlc itself refuses to start or open it again.
+	// Should the directory still change (only root can: here the test plays
+	// an admin moving it), mlc refuses to start or open the container.
 	r.sudo(t, "mlct-alice", "stop", "sw", "-t", "0")
-	for _, cmd := range [][]string{{"start", "sw"}, {"open", "sw", "--", "true"}} {
-		_, errOut, code := r.sudo(t, "mlct-alice", cmd...)
-		if code != 11 || !strings.Contains(errOut, "not the one it was created with") {
-			t.Errorf("%v after the swap: %d %q", cmd, code, errOut)
+	must(t, os.Rename(mine, mine+".old"))
+	must(t, os.Mkdir(mine, 0o755))
+	for _, c := range []struct {
+		cmd  []string
+		code int
+	}{{[]string{"start", "sw"}, 11}, {[]string{"open", "sw", "--", "true"}, 125}} {
+		_, errOut, code := r.sudo(t, "mlct-alice", c.cmd...)
+		if code != c.code || !strings.Contains(errOut, "not the one it was created with") {
+			t.Errorf("%v after the directory changed: %d %q, want exit %d", c.cmd, code, errOut, c.code)
 		}
 	}
-	r.as(t, "mlct-alice", "rm "+home+"/ds && mv "+home+"/ds.old "+home+"/ds")
+	must(t, os.Remove(mine))
+	must(t, os.Rename(mine+".old", mine))
 	if _, errOut, code := r.sudo(t, "mlct-alice", "start", "sw"); code != 0 {
-		t.Errorf("start with the directory restored: %d %s", code, errOut)
+		t.Errorf("start with the directory back: %d %s", code, errOut)
 	}
 }
 
@@ -229,7 +246,10 @@ func TestAttackInterruptedCreate(t *testing.T) {
 			}
 			sig := map[string]syscall.Signal{"INT": syscall.SIGINT, "TERM": syscall.SIGTERM, "HUP": syscall.SIGHUP, "sudo-killed": syscall.SIGKILL}[how]
 			must(t, cmd.Process.Signal(sig))
-			cmd.Wait()
+			err = cmd.Wait()
+			if ee, ok := err.(*exec.ExitError); how != "sudo-killed" && (!ok || ee.ExitCode() != 130) {
+				t.Errorf("%s: exit %v, want 130", name, err)
+			}
 			// mlc (sudo's child, when sudo was killed) finishes its undo; wait for the container to go.
 			deadline := time.Now().Add(30 * time.Second)
 			for testenv.Docker(t, "ps", "-aq", "--filter", "name=mlc-0-"+name) != "" {

@@ -22,7 +22,9 @@ func containerCommands(s *session) []*cli.Command {
 			Name: "open", Usage: "a shell (or CMD) inside a container, as you; starts it when stopped",
 			ArgsUsage: "NAME [-- CMD ARGS...]",
 			Description: `Without CMD, opens an interactive login shell with a real terminal. With CMD,
-runs it and exits with its exit code. Without a terminal on stdin it works as a pipe.
+runs it and exits with its exit code; when mlc itself fails (no such container,
+a mount changed, ...) it exits 125, as docker run does, since CMD's own codes may be
+anything. Without a terminal on stdin it works as a pipe.
 
 Examples:
    mlc open thesis
@@ -40,12 +42,12 @@ Examples:
 				}
 				m, a, err := s.managerActor(c)
 				if err != nil {
-					return err
+					return openFailed(cmd, err)
 				}
 				tty := s.stdinTerminal()
 				code, err := m.Open(s.ctx, a, args[0], containers.OpenOptions{Cmd: cmd, TTY: tty, Stdin: s.stdin, Stdout: s.out, Stderr: s.errOut})
 				if err != nil {
-					return err
+					return openFailed(cmd, err)
 				}
 				if code != 0 {
 					return exitStatus(code)
@@ -131,6 +133,15 @@ Examples:
 				return m.Protect(s.ctx, a, name, false)
 			}),
 	}
+}
+
+// openFailed marks mlc's own failure when open runs a CMD whose exit codes
+// pass through (exit 125, as docker run).
+func openFailed(cmd []string, err error) error {
+	if len(cmd) > 0 {
+		return openError{err}
+	}
+	return err
 }
 
 func withAlias(c *cli.Command, a string) *cli.Command { c.Aliases = append(c.Aliases, a); return c }

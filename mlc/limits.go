@@ -51,7 +51,7 @@ Examples:
 						user = s.caller.User
 					}
 					if user != s.caller.User && !s.caller.Admin {
-						return errs.New(errs.Permission, "only admins may show another user's limits")
+						return s.refused(c, errs.New(errs.Permission, "only admins may show another user's limits"), map[string]any{"user": user})
 					}
 					r, err := limits.Resolve(s.cfg, identity.SystemDirectory{}, user)
 					if err != nil {

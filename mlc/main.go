@@ -32,10 +32,36 @@ func main() {
 		// The sudo that started us dying is an interrupt like Ctrl-C.
 		_ = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0, 0, 0)
 	}
+	if os.Geteuid() != 0 && needsRoot(dispatch(os.Args)) {
+		err := identity.Elevate(os.Args[0], os.Args[1:])
+		fmt.Fprintln(os.Stderr, "mlc: "+oneLine(err.Error()))
+		os.Exit(errs.KindOf(err).ExitCode())
+	}
 	// A closed pipe or terminal makes writes fail instead of killing mlc
 	// half-way through a change.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	os.Exit(run(os.Args, os.Stdin, os.Stdout, os.Stderr))
+}
+
+// needsRoot is whether a command line (after dispatch: "mlc", command, ...)
+// needs mlc to run as root: everything but help, version and completion.
+func needsRoot(args []string) bool {
+	if len(args) < 2 {
+		return false
+	}
+	for _, a := range args[1:] {
+		if a == "--" {
+			break
+		}
+		if a == "--help" || a == "-h" || a == "--version" || a == "-v" {
+			return false
+		}
+	}
+	switch args[1] {
+	case "help", "version", "completion":
+		return false
+	}
+	return true
 }
 
 // exitStatus is an exit code passed through from a command run in a container.
@@ -61,14 +87,27 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if errors.As(err, &es) {
 		return int(es)
 	}
+	code := errs.KindOf(err).ExitCode()
+	if ctx.Err() != nil {
+		code = errs.Interrupted.ExitCode()
+	}
 	var list config.ErrorList
 	if errors.As(err, &list) {
 		fmt.Fprintln(stderr, list.Error())
 	} else {
 		fmt.Fprintln(stderr, "mlc: "+oneLine(err.Error()))
 	}
-	return errs.KindOf(err).ExitCode()
+	var oe openError
+	if errors.As(err, &oe) && ctx.Err() == nil {
+		return errs.OpenFailed.ExitCode()
+	}
+	return code
 }
+
+// openError marks mlc's own failure in `mlc open NAME -- CMD`.
+type openError struct{ error }
+
+func (e openError) Unwrap() error { return e.error }
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")

@@ -72,11 +72,15 @@ images:
 	must(t, os.Symlink("mlc", filepath.Join(dir, "mlc-list")))
 
 	sh(t, "sh", "-c", "getent group mlct-users >/dev/null || groupadd mlct-users")
+	sh(t, "sh", "-c", "id mlct-outsider >/dev/null 2>&1 || useradd -m -s /bin/sh mlct-outsider")
 	for _, u := range strings.Fields(secUsers) {
 		sh(t, "sh", "-c", fmt.Sprintf("id %[1]s >/dev/null 2>&1 || useradd -m -s /bin/sh -G mlct-users %[1]s", u))
 		uu, err := user.Lookup(u)
 		must(t, err)
 		r.uids[u] = uu.Uid
+		// Each user's own data directory, as a lab makes them: root's /data, the user's /data/USER.
+		must(t, os.MkdirAll(filepath.Join(dir, "data", u), 0o755))
+		sh(t, "chown", u, filepath.Join(dir, "data", u))
 	}
 	sudoers := "/etc/sudoers.d/mlc-test"
 	rule := fmt.Sprintf("%%mlct-users ALL=(root) NOPASSWD: %s, %s\n", r.bin, filepath.Join(dir, "mlc-list"))
@@ -89,7 +93,7 @@ images:
 		for _, uid := range r.uids {
 			exec.Command("docker", "network", "rm", "mlc-"+uid).Run()
 		}
-		for _, u := range strings.Fields(secUsers) {
+		for _, u := range append(strings.Fields(secUsers), "mlct-outsider") {
 			exec.Command("userdel", "-r", u).Run()
 		}
 		exec.Command("groupdel", "mlct-users").Run()
@@ -201,15 +205,27 @@ func TestSecurityBetweenUsers(t *testing.T) {
 		t.Errorf("mlc-list: %d %q", code, out)
 	}
 
-	// Without sudo the socket is closed to her, and the error says what to do;
-	// setting SUDO_UID herself changes nothing.
-	_, errOut, code = r.as(t, "mlct-alice", r.bin+" list")
-	if code != 5 || !strings.Contains(errOut, "run mlc through sudo") {
-		t.Errorf("alice without sudo: %d %q", code, errOut)
+	// Without sudo she gets exactly what sudo gives her: mlc elevates itself
+	// through the rule. Setting SUDO_UID herself changes nothing.
+	withSudo, _, c1 := r.sudo(t, "mlct-alice", "list", "--json")
+	without, errOut, c2 := r.as(t, "mlct-alice", r.bin+" list --json")
+	if c1 != 0 || c2 != 0 || withSudo != without {
+		t.Errorf("alice without sudo: %d %q %q; with sudo: %d %q", c2, without, errOut, c1, withSudo)
 	}
 	_, errOut, code = r.as(t, "mlct-alice", "SUDO_UID=0 "+r.bin+" list --all")
 	if code != 5 || !strings.Contains(errOut, "only admins") {
 		t.Errorf("alice with a forged SUDO_UID: %d %q", code, errOut)
+	}
+	// Help and version need no elevation; someone outside the rule gets one line saying what to ask for.
+	if out, _, code := r.as(t, "mlct-outsider", r.bin+" version"); code != 0 || !strings.HasPrefix(out, "mlc ") {
+		t.Errorf("version without the rule: %d %q", code, out)
+	}
+	if out, _, code := r.as(t, "mlct-outsider", r.bin+" create --help"); code != 0 || !strings.Contains(out, "mlc create") {
+		t.Errorf("create --help without the rule: %d %q", code, out)
+	}
+	_, errOut, code = r.as(t, "mlct-outsider", r.bin+" list")
+	if code != 5 || strings.Count(strings.TrimSpace(errOut), "\n") != 0 || !strings.Contains(errOut, "may not run") || !strings.Contains(errOut, "sudoers") {
+		t.Errorf("list without the rule: %d %q", code, errOut)
 	}
 
 	// The admin sees and acts on everyone's containers.

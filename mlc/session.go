@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"text/tabwriter"
@@ -58,7 +59,8 @@ func (s *session) setup(c *cli.Context) error {
 	}
 	if env.ForUser() && flag != "" {
 		if !caller.Admin {
-			return errs.New(errs.Permission, "only admins may choose the policy file (--config)")
+			s.cfg, s.caller = cfg, caller
+			return s.refused(c, errs.New(errs.Permission, "only admins may choose the policy file (--config)"), nil)
 		}
 		if cfg, err = config.LoadFrom(flag); err != nil {
 			return err
@@ -111,13 +113,7 @@ func (s *session) actor(c *cli.Context) (containers.Actor, error) {
 		return containers.Self(s.caller), nil
 	}
 	if !s.caller.Admin {
-		err := errs.New(errs.Permission, "only admins may act for another user (--user)")
-		if s.mgr != nil && s.mgr.Audit != nil {
-			e := auditEntry(s, c.Command.Name, map[string]any{"user": name})
-			e.Result, e.Error = "error", err.Error()
-			_ = s.mgr.Audit.Append(e)
-		}
-		return containers.Actor{}, err
+		return containers.Actor{}, s.refused(c, errs.New(errs.Permission, "only admins may act for another user (--user)"), map[string]any{"user": name})
 	}
 	target, err := identity.Lookup(s.cfg, name)
 	if err != nil {
@@ -140,6 +136,20 @@ func (s *session) table() *tabwriter.Writer {
 func (s *session) stdinTerminal() bool {
 	f, ok := s.stdin.(*os.File)
 	return ok && engine.StdinIsTerminal(f)
+}
+
+// refused writes a refusal of what the caller asked to the audit log (every
+// refusal is audited) and returns err.
+func (s *session) refused(c *cli.Context, err error, detail any) error {
+	if s.cfg == nil || s.caller == nil {
+		return err
+	}
+	e := auditEntry(s, c.Command.FullName(), detail)
+	e.Result, e.Error = "error", err.Error()
+	if aerr := (&audit.Log{Path: s.cfg.AuditLog}).Append(e); aerr != nil {
+		fmt.Fprintf(s.errOut, "mlc: warning: audit log: %v\n", aerr)
+	}
+	return err
 }
 
 func auditEntry(s *session, action string, detail any) audit.Entry {

@@ -74,6 +74,58 @@ func Walk(p string) (ID, error) {
 	return idOf(&st), nil
 }
 
+// Pinned is Walk that also makes sure no one but root can replace any part
+// of p, so that the directory the engine finds at p whenever it resolves it
+// again (every start, its own restarts included, following links as root)
+// is the one mlc checked now:
+//   - every directory above the leaf belongs to root, and neither its group
+//     nor others may write it, except a sticky directory (like /tmp) whose
+//     entry on the path belongs to root (only root may rename it then);
+//   - the leaf belongs to owner or to root.
+//
+// It refuses links anywhere, like Walk, and returns the leaf's identity.
+func Pinned(p string, owner int) (ID, error) {
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return ID{}, fmt.Errorf("%s: not an absolute clean path", p)
+	}
+	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return ID{}, err
+	}
+	defer func() { unix.Close(fd) }()
+	var dir unix.Stat_t
+	if err := unix.Fstat(fd, &dir); err != nil {
+		return ID{}, err
+	}
+	where := "/"
+	for _, part := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
+		if part == "" {
+			continue
+		}
+		next, err := unix.Openat(fd, part, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return ID{}, err
+		}
+		unix.Close(fd)
+		fd = next
+		var child unix.Stat_t
+		if err := unix.Fstat(fd, &child); err != nil {
+			return ID{}, err
+		}
+		if dir.Uid != 0 {
+			return ID{}, fmt.Errorf("%s is not root's, so %s could be replaced", where, part)
+		}
+		if dir.Mode&0o022 != 0 && !(dir.Mode&unix.S_ISVTX != 0 && child.Uid == 0) {
+			return ID{}, fmt.Errorf("%s is writable by others, so %s could be replaced", where, part)
+		}
+		dir, where = child, filepath.Join(where, part)
+	}
+	if dir.Uid != 0 && int(dir.Uid) != owner {
+		return ID{}, fmt.Errorf("%s belongs to uid %d", p, dir.Uid)
+	}
+	return idOf(&dir), nil
+}
+
 // Under is whether the clean absolute path p lies at or below root.
 func Under(p, root string) bool {
 	rel, err := filepath.Rel(root, p)
@@ -83,5 +135,5 @@ func Under(p, root string) bool {
 // NotAllowed is the one answer for every refused path: it never says why,
 // so it shows nothing of what the caller could not see.
 func NotAllowed(what, p, where string) error {
-	return errs.New(errs.Permission, "%s %s: not allowed (it must be an existing directory you can read, under %s)", what, p, where)
+	return errs.New(errs.Permission, "%s %s: not allowed (it must be an existing directory you can read, below %s, that is yours or root's and whose parent directories only root can change, like /data/USER or your home itself)", what, p, where)
 }

@@ -43,6 +43,46 @@ func TestWalkRefusesLinks(t *testing.T) {
 	}
 }
 
+func TestPinned(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to make directories of other owners")
+	}
+	d, err := os.MkdirTemp("", "mlc-pinned-")
+	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(d) })
+	must(t, os.Chmod(d, 0o755))
+	mk := func(p string, uid int, mode os.FileMode) string {
+		p = filepath.Join(d, p)
+		must(t, os.Mkdir(p, mode))
+		must(t, os.Chown(p, uid, uid))
+		must(t, os.Chmod(p, mode))
+		return p
+	}
+	mine := mk("mine", 4242, 0o755)                // the user's own directory in root's d
+	inner := mk("mine/inner", 4242, 0o755)         // below a directory she can write
+	shared := mk("shared", 0, 0o755)               // root's
+	other := mk("other", 4243, 0o700)              // another user's
+	sticky := mk("sticky", 0, os.ModeSticky|0o777) // like /tmp
+	inSticky := mk("sticky/hers", 4242, 0o755)     // hers, in a sticky directory: she may rename it
+	rootInSticky := mk("sticky/roots", 0, 0o755)   // root's, in a sticky directory
+	groupW := mk("groupw", 0, 0o775)               // root's but group-writable
+	underGroupW := mk("groupw/x", 4242, 0o755)
+	for _, c := range []struct {
+		p  string
+		ok bool
+	}{{mine, true}, {inner, false}, {shared, true}, {other, false}, {inSticky, false}, {rootInSticky, true}, {sticky, true}, {underGroupW, false}} {
+		_, err := Pinned(c.p, 4242)
+		if (err == nil) != c.ok {
+			t.Errorf("Pinned(%s): %v, want ok=%v", c.p, err, c.ok)
+		}
+	}
+	_ = groupW
+	must(t, os.Symlink(mine, filepath.Join(d, "link")))
+	if _, err := Pinned(filepath.Join(d, "link"), 4242); err == nil {
+		t.Error("Pinned followed a link")
+	}
+}
+
 func TestEnsureWorkspace(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root to give a workspace to another uid")
@@ -66,7 +106,10 @@ func TestEnsureWorkspace(t *testing.T) {
 		}
 	}
 	check(root, 0, 0o711)
-	check(filepath.Join(root, "alice"), 0, 0o711)
+	check(filepath.Join(root, "alice"), 0, 0o710)
+	if fi, _ := os.Stat(filepath.Join(root, "alice")); fi.Sys().(*syscall.Stat_t).Gid != 4243 {
+		t.Errorf("<root>/alice is not alice's group's")
+	}
 	check(ws.Path, 4242, 0o700)
 	again, err := EnsureWorkspace(root, "alice", 4242, 4243, "thesis")
 	if err != nil || again.Created || again.ID != ws.ID {

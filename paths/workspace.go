@@ -28,8 +28,8 @@ type Workspace struct {
 //
 // root must exist or be creatable, and every level of it must be a real
 // directory owned by root that no one else can write. <root>/<user> is made
-// root-owned, mode 0711 (the user can reach but not rename or replace their
-// workspaces); the leaf is made 0700 and given to the user. Everything below
+// root-owned, group the user's, mode 0710 (the user can reach but not rename
+// or replace their workspaces); the leaf is made 0700 and given to the user. Everything below
 // root is made and checked through file descriptors (os.Root, no links
 // followed), and only a directory made here and now is chowned.
 func EnsureWorkspace(root, user string, uid, gid int, name string) (Workspace, error) {
@@ -45,7 +45,16 @@ func EnsureWorkspace(root, user string, uid, gid int, name string) (Workspace, e
 		return Workspace{}, errs.Wrap(errs.State, err, "workspace_root %s", root)
 	}
 	defer r.Close()
-	if err := r.Mkdir(user, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
+	// <user> is root's, group the user's own group, 0710: the user reaches
+	// their workspaces; no one else can even test which names exist.
+	if err := r.Mkdir(user, 0o710); err == nil {
+		if err := r.Chown(user, 0, gid); err != nil {
+			return Workspace{}, errs.Wrap(errs.State, err, "workspace_root %s: making %s", root, user)
+		}
+		if err := r.Chmod(user, 0o710); err != nil {
+			return Workspace{}, errs.Wrap(errs.State, err, "workspace_root %s: making %s", root, user)
+		}
+	} else if !errors.Is(err, fs.ErrExist) {
 		return Workspace{}, errs.Wrap(errs.State, err, "workspace_root %s: making %s", root, user)
 	}
 	if err := rootOwned(r, user); err != nil {
@@ -92,6 +101,27 @@ func EnsureWorkspace(root, user string, uid, gid int, name string) (Workspace, e
 	}
 	ws.ID = ID{Dev: uint64(sys.Dev), Ino: sys.Ino}
 	return ws, nil
+}
+
+// RemoveEmptyWorkspace removes <root>/<user>/<name> if it is an empty
+// directory (a create that made it failed), fd-relative.
+func RemoveEmptyWorkspace(root, user, name string) error {
+	if !NamePattern.MatchString(user) || !NamePattern.MatchString(name) {
+		return errs.New(errs.Usage, "invalid workspace name %q", name)
+	}
+	real, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return err
+	}
+	r, err := os.OpenRoot(filepath.Join(real, user))
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if fi, err := r.Lstat(name); err != nil || !fi.IsDir() {
+		return err
+	}
+	return r.Remove(name) // rmdir: refuses a directory that is not empty
 }
 
 // checkRoot makes root if missing (0711) and checks that every level of it
