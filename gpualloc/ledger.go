@@ -413,7 +413,7 @@ func (l *Ledger) Claim(ctx context.Context, r Request) (*Claimed, error) {
 			return nil, l.classify(err, "claiming")
 		}
 		if got == nil {
-			return nil, errs.New(errs.Unavailable, "%s", l.busyMessage(r.N, hs))
+			return nil, errs.New(errs.Unavailable, "%s", l.busyMessage(r.User, r.N, hs))
 		}
 		return got, nil
 	}
@@ -426,7 +426,17 @@ func (l *Ledger) queueLength(tx *sql.Tx) (int, error) {
 	return n, err
 }
 
-func (l *Ledger) busyMessage(n int, hs []holding) string {
+// holderName is how an error shown to user names a holder: user/name for
+// their own containers, only the user for anyone else's (as RedactFor).
+func holderName(h holding, user string) string {
+	if h.user == user {
+		return h.user + "/" + h.name
+	}
+	return h.user
+}
+
+// busyMessage says who holds the GPUs, as user may see it.
+func (l *Ledger) busyMessage(user string, n int, hs []holding) string {
 	now := l.now()
 	var who []string
 	for i, h := range hs {
@@ -440,7 +450,7 @@ func (l *Ledger) busyMessage(n int, hs []holding) string {
 				idx = strconv.Itoa(g.Index)
 			}
 		}
-		who = append(who, fmt.Sprintf("GPU %s: %s/%s for %s", idx, h.user, h.name, roundDur(now.Sub(time.UnixMilli(h.createdMS)))))
+		who = append(who, fmt.Sprintf("GPU %s: %s for %s", idx, holderName(h, user), roundDur(now.Sub(time.UnixMilli(h.createdMS)))))
 	}
 	return fmt.Sprintf("no %d free GPU(s) of %d (%s); use --wait to queue", n, len(l.inv), strings.Join(who, "; "))
 }
@@ -637,8 +647,8 @@ func (l *Ledger) Rehold(ctx context.Context, r Request, containerID string, uuid
 		used := usedSlots(hs)
 		for _, h := range hs {
 			if len(used[h.uuid]) >= l.opt.MaxPerGPU && contains(uuids, h.uuid) {
-				return errs.New(errs.Unavailable, "%s's GPU %s went to %s/%s while it was stopped; remove it and create a new one",
-					r.Name, h.uuid, h.user, h.name)
+				return errs.New(errs.Unavailable, "%s's GPU %s went to %s while it was stopped; remove it and create a new one",
+					r.Name, h.uuid, holderName(h, r.User))
 			}
 		}
 		return l.insertActive(tx, used, r.User, r.Name, r.Container, containerID, uuids)

@@ -3,6 +3,7 @@ package gpualloc
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -60,7 +61,7 @@ func TestExclusiveSpread(t *testing.T) {
 		t.Fatalf("got %v %v", index(a.UUIDs), index(b.UUIDs))
 	}
 	_, err := l.Claim(ctx, req("carol", "c", 1))
-	if !errs.Is(err, errs.Unavailable) || !strings.Contains(err.Error(), "GPU 0: alice/a for") || !strings.Contains(err.Error(), "use --wait") {
+	if !errs.Is(err, errs.Unavailable) || !strings.Contains(err.Error(), "GPU 0: alice for") || !strings.Contains(err.Error(), "use --wait") {
 		t.Fatalf("no free GPU: %v", err)
 	}
 	if err := l.Release(ctx, a.ID, "test"); err != nil {
@@ -346,7 +347,7 @@ func TestHoldAfterStop(t *testing.T) {
 	// ...and is refused when someone else has it.
 	l.ReleaseContainer(ctx, "c1", "mlc-a-s", "test")
 	claim(t, l, req("b", "b", 1))
-	if err := l.Rehold(ctx, req("a", "s", 0), "c1", c.UUIDs); !errs.Is(err, errs.Unavailable) || !strings.Contains(err.Error(), "s's GPU "+c.UUIDs[0]+" went to b/b while") {
+	if err := l.Rehold(ctx, req("a", "s", 0), "c1", c.UUIDs); !errs.Is(err, errs.Unavailable) || !strings.Contains(err.Error(), "s's GPU "+c.UUIDs[0]+" went to b while") {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -589,5 +590,80 @@ func TestReholdQueue(t *testing.T) {
 	must(t, l.Rehold(ctx, req("alice", "a", 0), "ca", gpusA))
 	if st, _ := l.Status(ctx); holders(st) != 3 {
 		t.Fatalf("with the queue empty the start did not re-claim: %d holders", holders(st))
+	}
+}
+
+// A non-admin sees who holds each GPU and who waits, but only their own
+// containers' names; admins see all. The status itself is not changed.
+func TestStatusRedactFor(t *testing.T) {
+	l := open(t, "", 2, Options{Shared: true, MaxPerGPU: 2})
+	claim(t, l, req("alice", "thesis", 1)) // GPU 0
+	claim(t, l, req("bob", "secret", 1))   // GPU 1
+	claim(t, l, req("alice", "exp", 1))    // GPU 0
+	for _, w := range []string{"alice/queued", "bob/hidden"} {
+		u, n, _ := strings.Cut(w, "/")
+		_, err := l.db.Exec(`INSERT INTO waiters (user, name, n, pid, created_ms, seen_ms) VALUES (?, ?, 2, 1, ?, ?)`, u, n, l.ms(), l.ms())
+		must(t, err)
+	}
+	st, err := l.Status(ctx)
+	must(t, err)
+	show := func(st Status) string {
+		var out []string
+		for _, g := range st.GPUs {
+			for _, h := range g.Holders {
+				out = append(out, fmt.Sprintf("%d:%s/%s/%s", g.Index, h.User, h.Name, h.Container))
+			}
+		}
+		for _, w := range st.Queue {
+			out = append(out, fmt.Sprintf("q%d:%s/%s", w.Position, w.User, w.Name))
+		}
+		return strings.Join(out, " ")
+	}
+	all := "0:alice/thesis/mlc-alice-thesis 0:alice/exp/mlc-alice-exp 1:bob/secret/mlc-bob-secret q1:alice/queued q2:bob/hidden"
+	if got := show(st); got != all {
+		t.Fatalf("status: %s", got)
+	}
+	if got := show(st.RedactFor("alice", false)); got != "0:alice/thesis/mlc-alice-thesis 0:alice/exp/mlc-alice-exp 1:bob/-/- q1:alice/queued q2:bob/-" {
+		t.Fatalf("alice sees %s", got)
+	}
+	if got := show(st.RedactFor("bob", false)); got != "0:alice/-/- 0:alice/-/- 1:bob/secret/mlc-bob-secret q1:alice/- q2:bob/hidden" {
+		t.Fatalf("bob sees %s", got)
+	}
+	b, _ := json.Marshal(st.RedactFor("carol", false))
+	for _, name := range []string{"thesis", "exp", "secret", "queued", "hidden"} {
+		if strings.Contains(string(b), name) {
+			t.Fatalf("carol's JSON names %q: %s", name, b)
+		}
+	}
+	if got := show(st.RedactFor("root", true)); got != all {
+		t.Fatalf("an admin sees %s", got)
+	}
+	if got := show(st); got != all {
+		t.Fatalf("redacting changed the status: %s", got)
+	}
+}
+
+// What reconcile --dry-run shows a non-admin hides other users' containers.
+func TestReportRedactFor(t *testing.T) {
+	rep := Report{DryRun: true, Actions: []Action{
+		{User: "alice", Name: "thesis", Container: "mlc-alice-thesis", Action: "release"},
+		{User: "bob", Name: "secret", Container: "mlc-bob-secret", Action: "report"},
+	}}
+	show := func(r Report) string {
+		var out []string
+		for _, a := range r.Actions {
+			out = append(out, a.User+"/"+a.Name+"/"+a.Container)
+		}
+		return strings.Join(out, " ")
+	}
+	all := "alice/thesis/mlc-alice-thesis bob/secret/mlc-bob-secret"
+	if got := show(rep.RedactFor("alice", false)); got != "alice/thesis/mlc-alice-thesis bob/-/-" {
+		t.Fatalf("alice sees %s", got)
+	}
+	if got := show(rep.RedactFor("root", true)); got != all {
+		t.Fatalf("an admin sees %s", got)
+	}
+	if got := show(rep); got != all {
+		t.Fatalf("redacting changed the report: %s", got)
 	}
 }

@@ -254,6 +254,54 @@ type Status struct {
 	Queue     []Waiter    `json:"queue"`
 }
 
+// Hidden stands for another user's container name in what a non-admin sees.
+const Hidden = "-"
+
+// RedactFor is st as user may see it: admins see everything; anyone else
+// sees who holds each GPU and who waits, but the names of only their own
+// containers (another user's container answers like a missing one, so its
+// name is not theirs to learn). st itself is left as it is.
+func (st Status) RedactFor(user string, admin bool) Status {
+	if admin {
+		return st
+	}
+	out := st
+	out.GPUs = make([]GPUStatus, len(st.GPUs))
+	for i, g := range st.GPUs {
+		g.Holders = append([]Holder{}, g.Holders...)
+		for j := range g.Holders {
+			if g.Holders[j].User != user {
+				g.Holders[j].Name, g.Holders[j].Container = Hidden, Hidden
+			}
+		}
+		out.GPUs[i] = g
+	}
+	out.Queue = append([]Waiter{}, st.Queue...)
+	for i := range out.Queue {
+		if out.Queue[i].User != user {
+			out.Queue[i].Name = Hidden
+		}
+	}
+	return out
+}
+
+// RedactFor is rep as user may see it, by the rule of Status.RedactFor: the
+// names of other users' containers are hidden from non-admins (anyone may
+// run mlc gpu reconcile --dry-run).
+func (rep Report) RedactFor(user string, admin bool) Report {
+	if admin {
+		return rep
+	}
+	out := rep
+	out.Actions = append([]Action{}, rep.Actions...)
+	for i := range out.Actions {
+		if out.Actions[i].User != user {
+			out.Actions[i].Name, out.Actions[i].Container = Hidden, Hidden
+		}
+	}
+	return out
+}
+
 // Status reads the ledger.
 func (l *Ledger) Status(ctx context.Context) (Status, error) {
 	st := Status{Mode: "exclusive", MaxPerGPU: l.opt.MaxPerGPU, Ledger: l.path, GPUs: []GPUStatus{}, Queue: []Waiter{}}

@@ -80,6 +80,7 @@ func gpuCommand(s *session) *cli.Command {
 					if err != nil {
 						return err
 					}
+					st = st.RedactFor(s.caller.User, s.caller.Admin)
 					if c.Bool("json") {
 						return s.json(struct {
 							gpualloc.Status
@@ -137,7 +138,7 @@ Examples:
 							auditErr = errs.Wrap(errs.State, err, "the ledger was reconciled as shown, but the audit log was not written")
 						}
 					}
-					if err := printReconcile(s, rep, c.Bool("json")); err != nil {
+					if err := printReconcile(s, rep.RedactFor(s.caller.User, s.caller.Admin), c.Bool("json")); err != nil {
 						return err
 					}
 					return auditErr
