@@ -28,7 +28,7 @@ import (
 //     every waiter and whoever runs first wins, usually the process that has
 //     just unlocked and wants the lock again (bench/ledger.sh, 16 processes
 //     on 2 CPUs: p99 150-180 ms, no better than SQLite's busy handler, against
-//     75-80 ms with the queue). So a writer first takes a ticket t (the
+//     50-80 ms with the queue). So a writer first takes a ticket t (the
 //     counter in the file's first 8 bytes, under an OFD lock on byte 0),
 //     holds an OFD lock on byte ticketBase+t until it is done, and waits for
 //     the lock on byte ticketBase+t-1 before it takes the flock. Only the
