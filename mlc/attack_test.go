@@ -101,8 +101,8 @@ func TestAttackSwapAfterCreate(t *testing.T) {
 		t.Fatalf("create with her data directory: %d %s", code, errOut)
 	}
 	ws := filepath.Join(r.dir, "ws", "mlct-alice", "sw")
-	for _, try := range []string{"mv " + ws + " " + ws + ".x", "rm -rf " + ws, "ln -sfn / " + ws, "ln -s / " + filepath.Dir(ws) + "/evil",
-		"mv " + mine + " " + mine + ".x", "rm -rf " + mine, "ln -sfn /root " + mine} {
+	for _, try := range []string{"mv " + ws + " " + ws + ".x", "rmdir " + ws, "ln -s / " + ws + ".new && mv -T " + ws + ".new " + ws,
+		"ln -s / " + filepath.Dir(ws) + "/evil", "mv " + mine + " " + mine + ".x", "ln -s /root " + mine + ".new && mv -T " + mine + ".new " + mine} {
 		if _, _, code := r.as(t, "mlct-alice", try); code == 0 {
 			t.Errorf("alice could %s", try)
 		}
@@ -227,19 +227,26 @@ func TestAttackInterruptedCreate(t *testing.T) {
 			stderr, err := cmd.StderrPipe()
 			must(t, err)
 			must(t, cmd.Start())
-			reached := make(chan bool, 1)
+			reached := make(chan string, 1)
 			go func() {
 				sc := bufio.NewScanner(stderr)
+				seen := ""
 				for sc.Scan() {
 					if strings.Contains(sc.Text(), "failpoint "+point) {
-						reached <- true
-						break
+						reached <- ""
+						io.Copy(io.Discard, stderr)
+						return
 					}
+					seen += sc.Text() + "\n"
 				}
-				io.Copy(io.Discard, stderr)
+				reached <- seen
 			}()
 			select {
-			case <-reached:
+			case seen := <-reached:
+				if seen != "" {
+					cmd.Wait()
+					t.Fatalf("%s: ended before the failpoint: %s", name, seen)
+				}
 			case <-time.After(60 * time.Second):
 				cmd.Process.Kill()
 				t.Fatalf("%s: never reached the failpoint", name)
