@@ -200,6 +200,10 @@ func (m *Manager) start(ctx context.Context, c engine.Container) error {
 		if err := m.GPUs.EnsureHeld(ctx, c, lim.GPUs.Value, lim.GPUs.Source); err != nil {
 			return err
 		}
+		// Its GPUs held again, the engine may restart it again (a release turned that off).
+		if err := m.Eng.SetRestart(ctx, c.ID, true); err != nil {
+			return err
+		}
 	}
 	return m.Eng.Start(ctx, c.ID)
 }

@@ -26,6 +26,13 @@ type fakeEngine struct {
 
 func (f *fakeEngine) SecurityOptions(context.Context) ([]string, error) { return f.secOpts, nil }
 
+func (f *fakeEngine) SetRestart(_ context.Context, id string, on bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.log("restart %s %v", id[:12], on)
+	return nil
+}
+
 func newFake() *fakeEngine {
 	return &fakeEngine{byID: map[string]*engine.Container{}, specs: map[string]engine.Spec{}, images: map[string]bool{"mlc/busybox:latest": true}}
 }

@@ -85,7 +85,16 @@ func (g *LedgerGPUs) Reconcile(ctx context.Context, o gpualloc.ReconcileOptions)
 	if err != nil {
 		return gpualloc.Report{}, err
 	}
-	return l.Reconcile(ctx, g.Lister(), o)
+	rep, err := l.Reconcile(ctx, g.Lister(), o)
+	if err == nil && !o.DryRun {
+		for _, a := range rep.Actions {
+			if a.Action == "release" && a.ContainerID != "" {
+				// Its GPUs are gone: only mlc start (which re-claims them) may start it.
+				_ = g.Eng.SetRestart(context.WithoutCancel(ctx), a.ContainerID, false)
+			}
+		}
+	}
+	return rep, err
 }
 
 // Status is the GPUs, their holders and the wait queue.
@@ -188,6 +197,12 @@ func (m *Manager) ReleaseGPUs(ctx context.Context, a Actor, name string) (int, e
 		return 0, err
 	}
 	n, err := m.GPUs.Release(ctx, c, "released-by-admin")
+	if err == nil {
+		// Without its GPUs it must not be started by the engine itself (a
+		// daemon restart starts containers that were not stopped by hand):
+		// only mlc start, which re-claims them.
+		err = m.Eng.SetRestart(context.WithoutCancel(ctx), c.ID, false)
+	}
 	m.audit(a, "gpu-release", name, err, map[string]any{"claims": n})
 	return n, err
 }

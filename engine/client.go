@@ -50,6 +50,10 @@ type Engine interface {
 	List(ctx context.Context, user string) ([]Container, error)
 	Exec(ctx context.Context, id string, o ExecOptions) (int, error)
 	Logs(ctx context.Context, id string, o LogOptions) error
+	// SetRestart turns the container's restart policy on (unless-stopped)
+	// or off (no): a container whose GPUs were released must not be started
+	// again by the engine itself (after a daemon restart), only by mlc.
+	SetRestart(ctx context.Context, id string, on bool) error
 	// SecurityOptions are the engine's security options as `docker info`
 	// shows them ("name=userns", "name=rootless", ...).
 	SecurityOptions(ctx context.Context) ([]string, error)
@@ -212,6 +216,16 @@ func (c *Client) List(ctx context.Context, user string) ([]Container, error) {
 		out = append(out, ct)
 	}
 	return out, nil
+}
+
+// SetRestart implements Engine.
+func (c *Client) SetRestart(ctx context.Context, id string, on bool) error {
+	p := container.RestartPolicy{Name: container.RestartPolicyDisabled}
+	if on {
+		p.Name = container.RestartPolicyUnlessStopped
+	}
+	_, err := c.api.ContainerUpdate(ctx, id, container.UpdateConfig{RestartPolicy: p})
+	return c.classify(err, "restart policy of "+short(id))
 }
 
 // SecurityOptions implements Engine.

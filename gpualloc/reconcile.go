@@ -30,6 +30,9 @@ type Action struct {
 	Action    string   `json:"action"` // release, adopt, report
 	Why       string   `json:"why"`
 	Container string   `json:"container,omitempty"`
+	// ContainerID is set when the released claim's container still exists
+	// (stopped past hold_after_stop): it must not restart by itself.
+	ContainerID string `json:"container_id,omitempty"`
 }
 
 // Report is the outcome of a reconcile.
@@ -169,7 +172,7 @@ func (l *Ledger) Reconcile(ctx context.Context, list Lister, o ReconcileOptions)
 					continue
 				}
 				if !ct.Running && c.stoppedMS.Valid && l.ms()-c.stoppedMS.Int64 > l.opt.HoldAfterStop.Milliseconds() {
-					act.Action, act.Why = "release", "stopped longer than gpu.hold_after_stop"
+					act.Action, act.Why, act.ContainerID = "release", "stopped longer than gpu.hold_after_stop", ct.ID
 					rep.Actions = append(rep.Actions, act)
 					if !o.DryRun {
 						if err := release(tx, c.id, "stopped", l.ms()); err != nil {

@@ -69,7 +69,8 @@ gpu:
 
 func (r *gpuRig) cmd(args ...string) *exec.Cmd {
 	c := exec.Command(r.bin, args...)
-	c.Env = append(os.Environ(), "MLC_CONFIG="+r.policy, "MLC_FAKE_GPUS=", "MLC_STATE_DIR=", "MLC_AUDIT_LOG=")
+	c.Env = append(os.Environ(), "MLC_CONFIG="+r.policy, "MLC_FAKE_GPUS=", "MLC_STATE_DIR=", "MLC_AUDIT_LOG=",
+		"MLC_WORKSPACE_ROOT="+filepath.Join(filepath.Dir(r.state), "ws"))
 	return c
 }
 
@@ -507,5 +508,36 @@ func TestGPUImplicitReconcileAudited(t *testing.T) {
 	}
 	if strings.Join(found, "; ") != "release "+gone+": its container is gone" {
 		t.Fatalf("implicit reconcile actions in the audit log: %q", found)
+	}
+}
+
+// A container whose GPUs an admin released is not restarted by the engine
+// itself (a daemon restart would start it without its GPUs' claim): its
+// restart policy is off until mlc start re-claims them.
+func TestReleasedGPUsNoRestartByEngine(t *testing.T) {
+	r := newGPURig(t, "")
+	name := r.n("held")
+	policy := func() string {
+		return testenv.Docker(t, "inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "mlc-0-"+name)
+	}
+	if _, errOut, code := r.run(t, "create", name, "busybox", "--gpus", "1"); code != 0 {
+		t.Fatalf("create: %d %s", code, errOut)
+	}
+	if p := policy(); p != "unless-stopped" {
+		t.Fatalf("restart policy after create: %q", p)
+	}
+	for _, s := range [][]string{{"stop", name, "-t", "0"}, {"gpu", "release", name}} {
+		if _, errOut, code := r.run(t, s...); code != 0 {
+			t.Fatalf("%v: %d %s", s, code, errOut)
+		}
+	}
+	if p := policy(); p != "no" {
+		t.Fatalf("restart policy after its GPUs were released: %q, want no", p)
+	}
+	if _, errOut, code := r.run(t, "start", name); code != 0 {
+		t.Fatalf("start: %d %s", code, errOut)
+	}
+	if p := policy(); p != "unless-stopped" {
+		t.Fatalf("restart policy after mlc start re-claimed its GPUs: %q", p)
 	}
 }
