@@ -170,7 +170,7 @@ func TestImageChoice(t *testing.T) {
 		{"", "", "", "", errs.Usage},
 	}
 	for _, c := range cases {
-		im, err := e.m.pickImage(Self(e.alice), CreateRequest{Framework: c.fw, Version: c.ver, ImageAlias: c.alias})
+		im, err := pickImage(e.m.Cfg, Self(e.alice), CreateRequest{Framework: c.fw, Version: c.ver, ImageAlias: c.alias})
 		if c.want != "" && (err != nil || im.Image != c.want) {
 			t.Errorf("%+v: got %v %v", c, im.Image, err)
 		}
@@ -178,12 +178,12 @@ func TestImageChoice(t *testing.T) {
 			t.Errorf("%+v: got %v, want kind %v", c, err, c.kind)
 		}
 	}
-	_, err := e.m.pickImage(Self(e.alice), CreateRequest{Framework: "pytorch", Version: "3.0"})
+	_, err := pickImage(e.m.Cfg, Self(e.alice), CreateRequest{Framework: "pytorch", Version: "3.0"})
 	if !strings.Contains(err.Error(), "available: pytorch 2.4.1, PyTorch 2.5.1") {
 		t.Errorf("does not list what exists: %v", err)
 	}
 	// Admins may use any local reference.
-	if im, err := e.m.pickImage(Self(e.boss), CreateRequest{ImageAlias: "ubuntu:24.04"}); err != nil || im.Image != "ubuntu:24.04" {
+	if im, err := pickImage(e.m.Cfg, Self(e.boss), CreateRequest{ImageAlias: "ubuntu:24.04"}); err != nil || im.Image != "ubuntu:24.04" {
 		t.Errorf("admin image: %v %v", im, err)
 	}
 }

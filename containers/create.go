@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -125,11 +126,94 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	if !NamePattern.MatchString(r.Name) {
 		return nil, errs.New(errs.Usage, "invalid container name %q (letters, digits, _ . -; at most 63; no leading punctuation)", r.Name)
 	}
-	lim, err := limits.Resolve(m.Cfg, m.Dir, a.Target.User)
+	f, err := m.gather(ctx, a, r)
 	if err != nil {
 		return nil, err
 	}
-	img, err := m.pickImage(a, r)
+	p, err := Plan(m.Cfg, a, r, f)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.checkPorts(a, p.Spec.Ports); err != nil {
+		return nil, err
+	}
+	// An early answer; the count that decides is taken again under the user's lock.
+	if err := m.checkCount(ctx, a, r.Name, p.Limits); err != nil {
+		return nil, err
+	}
+	if r.DryRun {
+		return p.Created(), nil
+	}
+	return m.apply(ctx, a, r, p)
+}
+
+// Facts are what a create plan needs to know beyond the policy and the
+// request, gathered before planning (they take I/O): the owner's resolved
+// limits, --data/--models resolved with the owner's rights, the host's CPU
+// count, whether the engine remaps root.
+type Facts struct {
+	Limits      *limits.Resolved
+	Mounts      map[string]paths.Resolved // "/data", "/models" -> the resolved directory
+	HostCPUs    int
+	RemapsRoot  bool
+	Memlock     int64
+	Version     string
+	WorkspaceID paths.ID // zero in a plan: the workspace is made by apply
+}
+
+// gather collects the Facts for r.
+func (m *Manager) gather(ctx context.Context, a Actor, r CreateRequest) (Facts, error) {
+	lim, err := limits.Resolve(m.Cfg, m.Dir, a.Target.User)
+	if err != nil {
+		return Facts{}, err
+	}
+	f := Facts{Limits: lim, Mounts: map[string]paths.Resolved{}, HostCPUs: m.hostCPUs(), Memlock: m.Memlock, Version: m.Version}
+	if r.Root && m.Cfg.Policies.AllowRoot {
+		if f.RemapsRoot, err = EngineRemapsRoot(ctx, m.Eng); err != nil {
+			return Facts{}, err
+		}
+	}
+	for _, d := range []struct{ flag, path, target string }{{"--data", r.Data, "/data"}, {"--models", r.Models, "/models"}} {
+		if d.path == "" {
+			continue
+		}
+		res, err := m.userDir(ctx, a, r.Cwd, d.path, d.flag)
+		if err != nil {
+			return Facts{}, err
+		}
+		f.Mounts[d.target] = res
+	}
+	return f, nil
+}
+
+// CreatePlan is what a create will make: the exact create request, which is
+// what --dry-run prints.
+type CreatePlan struct {
+	Spec   engine.Spec
+	Limits *limits.Resolved
+	Image  config.Image
+	mounts mountPlan
+	out    Created
+}
+
+// Created is the plan as the dry run shows it.
+func (p *CreatePlan) Created() *Created {
+	spec := p.Spec
+	spec.Labels = maps.Clone(p.Spec.Labels)
+	if n := len(spec.GPUs); n > 0 {
+		spec.Labels[engine.LabelGPUs] = strings.Join(spec.GPUs, ",")
+	}
+	spec.Labels[engine.LabelMounts] = "<recorded at create>"
+	out := p.out
+	out.Request, out.DryRun = spec.Request(), true
+	return &out
+}
+
+// Plan decides a create from the policy, the request and the gathered facts
+// alone: no I/O. Every refusal of the request that needs no engine is here.
+func Plan(cfg *config.Config, a Actor, r CreateRequest, f Facts) (*CreatePlan, error) {
+	lim := f.Limits
+	img, err := pickImage(cfg, a, r)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +222,7 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 		return nil, err
 	}
 	// A limit above the machine's size means all of it; the engine refuses more.
-	if host := float64(m.hostCPUs()); cpus > host {
+	if host := float64(f.HostCPUs); host > 0 && cpus > host {
 		cpus = host
 	}
 	if r.GPUs < 0 {
@@ -148,20 +232,20 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 		return nil, errs.New(errs.Quota, "--gpus %d is more than your gpus limit of %d (%s)", r.GPUs, lim.GPUs.Value, lim.GPUs.Source)
 	}
 	if r.Root {
-		if err := m.checkRoot(ctx); err != nil {
-			return nil, err
+		if !cfg.Policies.AllowRoot {
+			return nil, errs.New(errs.Permission, "--root: the policy does not allow root in containers (policies.allow_root)")
+		}
+		if !f.RemapsRoot {
+			return nil, errs.New(errs.Permission, "--root: this engine does not remap user namespaces, so root in a container would be root on the host; an admin must run dockerd with --userns-remap=default (see docs/admin-guide.md)")
 		}
 	}
 	var ports []engine.Port
 	for _, p := range r.Publish {
-		port, err := engine.ParsePort(p, m.Cfg.Policies.BindAddress)
+		port, err := engine.ParsePort(p, cfg.Policies.BindAddress)
 		if err != nil {
 			return nil, errs.New(errs.Usage, "%v", err)
 		}
 		ports = append(ports, port)
-	}
-	if err := m.checkPorts(a, ports); err != nil {
-		return nil, err
 	}
 	env := []string{"HOME=/workspace", "USER=" + a.Target.User, "MLC_CONTAINER=" + r.Name}
 	for _, kv := range r.Env {
@@ -174,15 +258,10 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 		}
 		env = append(env, kv)
 	}
-	mp, err := m.planMounts(ctx, a, r)
+	mp, err := planMounts(cfg, a, r, f)
 	if err != nil {
 		return nil, err
 	}
-	// An early answer; the count that decides is taken again under the user's lock.
-	if err := m.checkCount(ctx, a, r.Name, lim); err != nil {
-		return nil, err
-	}
-
 	user := a.Target.UIDGID()
 	if r.Root {
 		user = "0:0"
@@ -190,45 +269,46 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	labels := map[string]string{
 		engine.LabelManaged: "true", engine.LabelUser: a.Target.User, engine.LabelUID: strconv.Itoa(a.Target.UID),
 		engine.LabelGID: strconv.Itoa(a.Target.GID), engine.LabelName: r.Name, engine.LabelImage: img.Alias,
-		engine.LabelVersion: m.Version, engine.LabelCPUs: strconv.FormatFloat(cpus, 'f', -1, 64),
+		engine.LabelVersion: f.Version, engine.LabelCPUs: strconv.FormatFloat(cpus, 'f', -1, 64),
 		engine.LabelMemory: mem.String(), engine.LabelGPUs: "",
 	}
 	if r.Root {
 		labels[engine.LabelRoot] = "true"
 	}
 	dockerName := engine.DockerName(a.Target.UID, r.Name)
-	if config.MatchProtected(m.Cfg, r.Name, dockerName) {
+	if config.MatchProtected(cfg, r.Name, dockerName) {
 		labels[engine.LabelProtected] = "true"
 	}
 	spec := engine.Spec{
 		Name: dockerName, Image: img.Image, Labels: labels, User: user, Env: env, WorkingDir: "/workspace",
 		Mounts: mp.mounts, Ports: ports, NanoCPUs: int64(cpus * 1e9), Memory: int64(mem), MemorySwap: int64(lim.MemorySwap.Value),
 		ShmSize: int64(lim.ShmSize.Value), PidsLimit: lim.PidsLimit.Value,
-		Ulimits: []engine.Ulimit{{Name: "memlock", Soft: m.Memlock, Hard: m.Memlock}, {Name: "stack", Soft: 64 << 20, Hard: 64 << 20}},
-		CapAdd:  m.Cfg.Policies.Capabilities, Devices: m.Cfg.Policies.Devices, GPURuntime: m.Cfg.GPU.Runtime,
+		Ulimits: []engine.Ulimit{{Name: "memlock", Soft: f.Memlock, Hard: f.Memlock}, {Name: "stack", Soft: 64 << 20, Hard: 64 << 20}},
+		CapAdd:  cfg.Policies.Capabilities, Devices: cfg.Policies.Devices, GPURuntime: cfg.GPU.Runtime,
 		Network: engine.UserNetwork(a.Target.UID),
 	}
 	if mem < lim.Memory.Value {
 		spec.MemorySwap = int64(mem) // asking for less memory: no more swap than memory
 	}
-	out := &Created{Name: r.Name, User: a.Target.User, Image: img.Image, GPUs: []string{}, Workspace: mp.workspace}
-	if r.DryRun {
-		if r.GPUs > 0 {
-			spec.GPUs = make([]string, r.GPUs)
-			for i := range spec.GPUs {
-				spec.GPUs[i] = fmt.Sprintf("<gpu %d of %d, chosen at create>", i+1, r.GPUs)
-			}
-			spec.Labels[engine.LabelGPUs] = strings.Join(spec.GPUs, ",")
-		}
-		spec.Labels[engine.LabelMounts] = "<recorded at create>"
-		out.Request, out.DryRun = spec.Request(), true
-		return out, nil
+	for i := 0; i < r.GPUs; i++ {
+		spec.GPUs = append(spec.GPUs, fmt.Sprintf("<gpu %d of %d, chosen at create>", i+1, r.GPUs))
 	}
+	return &CreatePlan{Spec: spec, Limits: lim, Image: img, mounts: mp,
+		out: Created{Name: r.Name, User: a.Target.User, Image: img.Image, GPUs: []string{}, Workspace: mp.workspace}}, nil
+}
 
+// apply carries out a plan: image, GPU claim, then under the user's lock the
+// authoritative count, workspace, network, create, activate, start; any
+// failure or interrupt undoes all of it.
+func (m *Manager) apply(ctx context.Context, a Actor, r CreateRequest, p *CreatePlan) (*Created, error) {
+	spec, lim, mp, dockerName := p.Spec, p.Limits, p.mounts, p.Spec.Name
+	spec.GPUs = nil
+	out := p.out
+	var err error
 	if err := m.ready(); err != nil {
 		return nil, err
 	}
-	if err := m.ensureImage(ctx, img.Image); err != nil {
+	if err := m.ensureImage(ctx, spec.Image); err != nil {
 		return nil, err
 	}
 
@@ -327,7 +407,7 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 	}
 	if !r.NoStart {
 		if err := m.Eng.Start(work, id); err != nil {
-			if errs.Is(err, errs.Conflict) && len(ports) > 0 {
+			if errs.Is(err, errs.Conflict) && len(spec.Ports) > 0 {
 				err = errs.New(errs.Conflict, "cannot publish %s: port already taken", strings.Join(r.Publish, ", "))
 			}
 			return nil, undo(err)
@@ -343,7 +423,7 @@ func (m *Manager) create(ctx context.Context, a Actor, r CreateRequest) (*Create
 		out.GPUs = []string{}
 	}
 	m.linkWorkspace(ctx, a, mp)
-	return out, nil
+	return &out, nil
 }
 
 // checkCount refuses a create that would pass max_containers, or reuse a name.
@@ -365,23 +445,6 @@ func (m *Manager) checkCount(ctx context.Context, a Actor, name string, lim *lim
 	if mine >= lim.MaxContainers.Value {
 		return errs.New(errs.Quota, "you have %d containers and your max_containers limit is %d (%s); remove one first",
 			mine, lim.MaxContainers.Value, lim.MaxContainers.Source)
-	}
-	return nil
-}
-
-// checkRoot allows --root only where the policy does and the engine remaps
-// user namespaces (or runs rootless): root in the container must never be
-// root on the host.
-func (m *Manager) checkRoot(ctx context.Context) error {
-	if !m.Cfg.Policies.AllowRoot {
-		return errs.New(errs.Permission, "--root: the policy does not allow root in containers (policies.allow_root)")
-	}
-	ok, err := EngineRemapsRoot(ctx, m.Eng)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return errs.New(errs.Permission, "--root: this engine does not remap user namespaces, so root in a container would be root on the host; an admin must run dockerd with --userns-remap=default (see docs/admin-guide.md)")
 	}
 	return nil
 }
@@ -451,23 +514,23 @@ func fitLimits(r CreateRequest, lim *limits.Resolved) (float64, config.Size, err
 }
 
 // pickImage chooses the catalogue entry, or (admins) any local reference.
-func (m *Manager) pickImage(a Actor, r CreateRequest) (config.Image, error) {
+func pickImage(cfg *config.Config, a Actor, r CreateRequest) (config.Image, error) {
 	if r.ImageAlias != "" {
-		if im, ok := m.Cfg.ImageAlias(r.ImageAlias); ok {
+		if im, ok := cfg.ImageAlias(r.ImageAlias); ok {
 			return *im, nil
 		}
 		if a.Caller.Admin {
 			return config.Image{Alias: r.ImageAlias, Image: r.ImageAlias}, nil
 		}
-		return config.Image{}, errs.New(errs.NotFound, "image %q is not in the catalogue (%s)", r.ImageAlias, m.catalogue(""))
+		return config.Image{}, errs.New(errs.NotFound, "image %q is not in the catalogue (%s)", r.ImageAlias, catalogue(cfg, ""))
 	}
 	if r.Framework == "" {
-		return config.Image{}, errs.New(errs.Usage, "which image? mlc create NAME FRAMEWORK [VERSION], or --image ALIAS (%s)", m.catalogue(""))
+		return config.Image{}, errs.New(errs.Usage, "which image? mlc create NAME FRAMEWORK [VERSION], or --image ALIAS (%s)", catalogue(cfg, ""))
 	}
 	var best *config.Image
 	found := false
-	for i := range m.Cfg.Images {
-		im := &m.Cfg.Images[i]
+	for i := range cfg.Images {
+		im := &cfg.Images[i]
 		if !strings.EqualFold(im.Framework, r.Framework) {
 			continue
 		}
@@ -485,14 +548,14 @@ func (m *Manager) pickImage(a Actor, r CreateRequest) (config.Image, error) {
 	case best != nil:
 		return *best, nil
 	case found:
-		return config.Image{}, errs.New(errs.NotFound, "no %s version %s in the catalogue (%s)", r.Framework, r.Version, m.catalogue(r.Framework))
+		return config.Image{}, errs.New(errs.NotFound, "no %s version %s in the catalogue (%s)", r.Framework, r.Version, catalogue(cfg, r.Framework))
 	}
-	return config.Image{}, errs.New(errs.NotFound, "no framework %q in the catalogue (%s)", r.Framework, m.catalogue(""))
+	return config.Image{}, errs.New(errs.NotFound, "no framework %q in the catalogue (%s)", r.Framework, catalogue(cfg, ""))
 }
 
-func (m *Manager) catalogue(framework string) string {
+func catalogue(cfg *config.Config, framework string) string {
 	var s []string
-	for _, im := range m.Cfg.Images {
+	for _, im := range cfg.Images {
 		if framework == "" || strings.EqualFold(im.Framework, framework) {
 			s = append(s, im.Framework+" "+im.Version)
 		}
@@ -553,27 +616,22 @@ func (p *mountPlan) label() string {
 // <workspace_root>/<user>/<name>) at /workspace, and --data at /data and
 // --models at /models, read-only, each an existing directory the owner can
 // read, below their home or a mount root, resolved with the owner's rights.
-func (m *Manager) planMounts(ctx context.Context, a Actor, r CreateRequest) (mountPlan, error) {
+func planMounts(cfg *config.Config, a Actor, r CreateRequest, f Facts) (mountPlan, error) {
 	name := r.Workspace
 	if name == "" {
 		name = r.Name
 	}
 	if strings.Contains(name, "/") || !paths.NamePattern.MatchString(name) || strings.Contains(name, "..") {
 		return mountPlan{}, errs.New(errs.Usage, "--workspace %q: give a workspace name (letters, digits, _ . -), not a path: workspaces live in %s/%s/NAME; mount a directory of yours with --data or --models",
-			name, m.Cfg.Policies.WorkspaceRoot, a.Target.User)
+			name, cfg.Policies.WorkspaceRoot, a.Target.User)
 	}
-	mp := mountPlan{wsName: name, workspace: filepath.Join(m.Cfg.Policies.WorkspaceRoot, a.Target.User, name), ids: map[string]paths.ID{}}
+	mp := mountPlan{wsName: name, workspace: filepath.Join(cfg.Policies.WorkspaceRoot, a.Target.User, name), ids: map[string]paths.ID{}}
 	mp.mounts = []engine.Mount{{Source: mp.workspace, Target: "/workspace"}}
-	for _, d := range []struct{ flag, path, target string }{{"--data", r.Data, "/data"}, {"--models", r.Models, "/models"}} {
-		if d.path == "" {
-			continue
+	for _, target := range []string{"/data", "/models"} {
+		if res, ok := f.Mounts[target]; ok {
+			mp.mounts = append(mp.mounts, engine.Mount{Source: res.Real, Target: target, ReadOnly: true})
+			mp.ids[target] = res.ID
 		}
-		res, err := m.userDir(ctx, a, r.Cwd, d.path, d.flag)
-		if err != nil {
-			return mountPlan{}, err
-		}
-		mp.mounts = append(mp.mounts, engine.Mount{Source: res.Real, Target: d.target, ReadOnly: true})
-		mp.ids[d.target] = res.ID
 	}
 	return mp, nil
 }

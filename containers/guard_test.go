@@ -2,6 +2,7 @@ package containers
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,5 +127,43 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Plan is pure: the policy, the request and the facts decide the request
+// exactly as --dry-run prints it, and a real create sends that request.
+func TestPlanIsWhatDryRunPrintsAndCreateSends(t *testing.T) {
+	e := setup(t)
+	a := Self(e.alice)
+	r := CreateRequest{Name: "pl", Framework: "busybox", CPUs: 1.5, Publish: []string{"8888"}, Env: []string{"A=1"}}
+	f, err := e.m.gather(context.Background(), a, r)
+	must(t, err)
+	calls := len(e.f.calls)
+	p1, err := Plan(e.m.Cfg, a, r, f)
+	must(t, err)
+	p2, _ := Plan(e.m.Cfg, a, r, f)
+	if len(e.f.calls) != calls {
+		t.Fatalf("Plan called the engine: %v", e.f.calls[calls:])
+	}
+	j1, _ := json.Marshal(p1.Created().Request)
+	j2, _ := json.Marshal(p2.Created().Request)
+	r.DryRun = true
+	dry, err := e.create(t, e.alice, r)
+	must(t, err)
+	j3, _ := json.Marshal(dry.Request)
+	if string(j1) != string(j2) || string(j1) != string(j3) {
+		t.Fatalf("plan, plan again and dry run differ:\n%s\n%s\n%s", j1, j2, j3)
+	}
+	r.DryRun = false
+	out, err := e.create(t, e.alice, r)
+	must(t, err)
+	sent := e.f.specs[out.ID].Request()
+	want := p1.Created().Request
+	// What only the apply knows: the recorded mount identities and the network it made.
+	sent.Config.Labels[engine.LabelMounts], want.Config.Labels[engine.LabelMounts] = "", ""
+	js, _ := json.Marshal(sent)
+	jw, _ := json.Marshal(want)
+	if string(js) != string(jw) {
+		t.Fatalf("create sent something else than the plan:\nsent %s\nplan %s", js, jw)
 	}
 }
