@@ -176,7 +176,7 @@ func (m *Manager) Start(ctx context.Context, a Actor, name string) (err error) {
 	if err != nil {
 		return err
 	}
-	if c.State == "running" {
+	if c.Running() {
 		return errs.New(errs.Conflict, "%s is already running", name)
 	}
 	return m.start(ctx, c)
@@ -228,7 +228,7 @@ func (m *Manager) halt(ctx context.Context, a Actor, name, action string, fn fun
 	if err := m.ready(); err != nil {
 		return err
 	}
-	if c.State != "running" && c.State != "restarting" && c.State != "paused" {
+	if !c.Running() {
 		return errs.New(errs.Conflict, "%s is not running (%s)", name, c.State)
 	}
 	err = fn(c.ID)
@@ -252,7 +252,7 @@ func (m *Manager) Remove(ctx context.Context, a Actor, name string, force bool) 
 	if m.IsProtected(c) && !(force && a.Caller.Admin) {
 		return errs.New(errs.Conflict, "%s is protected; an admin can remove it with --force", name)
 	}
-	if c.State == "running" && !force {
+	if c.Running() && !force {
 		return errs.New(errs.Conflict, "%s is running; stop it first, or use --force", name)
 	}
 	err = m.Eng.Remove(ctx, c.ID, force)
@@ -309,7 +309,7 @@ func (m *Manager) Open(ctx context.Context, a Actor, name string, o OpenOptions)
 		m.audit(a, "open", name, err, nil)
 		return -1, err
 	}
-	if c.State != "running" {
+	if !c.Running() {
 		err := m.start(ctx, c)
 		m.audit(a, "start", name, err, map[string]any{"by": "open"})
 		if err != nil {

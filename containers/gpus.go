@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/mlc-lab/mlc/audit"
 	"github.com/mlc-lab/mlc/engine"
 	"github.com/mlc-lab/mlc/errs"
 	"github.com/mlc-lab/mlc/gpualloc"
@@ -76,7 +77,7 @@ func (g *LedgerGPUs) Lister() gpualloc.Lister {
 func toLedger(c engine.Container) gpualloc.Container {
 	alloc, _ := strconv.ParseInt(c.Labels[engine.LabelAlloc], 10, 64)
 	return gpualloc.Container{ID: c.ID, Name: c.Name, User: c.Labels[engine.LabelUser], Short: c.Labels[engine.LabelName],
-		Alloc: alloc, GPUs: splitList(c.Labels[engine.LabelGPUs]), Running: c.State == "running" || c.State == "restarting"}
+		Alloc: alloc, GPUs: splitList(c.Labels[engine.LabelGPUs]), Running: c.Running()}
 }
 
 // Reconcile repairs the ledger against the engine's containers.
@@ -190,7 +191,7 @@ func (m *Manager) ReleaseGPUs(ctx context.Context, a Actor, name string) (int, e
 	if err != nil {
 		return 0, err
 	}
-	if c.State == "running" || c.State == "restarting" {
+	if c.Running() {
 		return 0, errs.New(errs.Conflict, "%s is running and still uses its GPUs; stop it first", name)
 	}
 	if err := m.ready(); err != nil {
@@ -205,4 +206,49 @@ func (m *Manager) ReleaseGPUs(ctx context.Context, a Actor, name string) (int, e
 	}
 	m.audit(a, "gpu-release", name, err, map[string]any{"claims": n})
 	return n, err
+}
+
+// GPUStatus is every GPU with its holders and the wait queue, as the caller
+// may see it: a non-admin sees other users' holders by user only.
+func (m *Manager) GPUStatus(ctx context.Context, a Actor) (gpualloc.Status, error) {
+	g, ok := m.GPUs.(*LedgerGPUs)
+	if !ok || g == nil {
+		return gpualloc.Status{}, errs.New(errs.Unavailable, "this server has no GPU ledger")
+	}
+	st, err := g.Status(ctx)
+	if err != nil {
+		return st, err
+	}
+	return st.RedactFor(a.Caller.User, a.Caller.Admin), nil
+}
+
+// ReconcileGPUs repairs the ledger against the containers (admins), or says
+// what it would do (anyone, with DryRun: others' names redacted). A change is
+// refused when it could not be audited; a change that was made but could not
+// be audited is returned with an error of kind State.
+func (m *Manager) ReconcileGPUs(ctx context.Context, a Actor, o gpualloc.ReconcileOptions) (gpualloc.Report, error) {
+	g, ok := m.GPUs.(*LedgerGPUs)
+	if !ok || g == nil {
+		return gpualloc.Report{}, errs.New(errs.Unavailable, "this server has no GPU ledger")
+	}
+	if !a.Caller.Admin && !o.DryRun {
+		err := errs.New(errs.Permission, "only admins may reconcile the GPU ledger (anyone may use --dry-run)")
+		m.audit(a, "gpu-reconcile", "", err, nil)
+		return gpualloc.Report{}, err
+	}
+	if !o.DryRun {
+		if err := m.ready(); err != nil {
+			return gpualloc.Report{}, err
+		}
+	}
+	rep, err := g.Reconcile(ctx, o)
+	if err != nil {
+		return rep, err
+	}
+	if !rep.DryRun && m.Audit != nil {
+		if aerr := m.Audit.Append(audit.Entry{Caller: a.Caller.User, CallerUID: a.Caller.UID, Action: "gpu-reconcile", Detail: rep}); aerr != nil {
+			err = errs.Wrap(errs.State, aerr, "the ledger was reconciled as shown, but the audit log was not written")
+		}
+	}
+	return rep.RedactFor(a.Caller.User, a.Caller.Admin), err
 }

@@ -37,6 +37,12 @@ type Container struct {
 // Managed is whether mlc created c.
 func (c Container) Managed() bool { return c.Labels[LabelManaged] == "true" }
 
+// Running is whether c's processes exist (running, restarting or paused):
+// it uses its resources and GPUs, cannot be started, and can be stopped.
+func (c Container) Running() bool {
+	return c.State == "running" || c.State == "restarting" || c.State == "paused"
+}
+
 // Engine is the narrow interface the rest of mlc uses.
 type Engine interface {
 	ImageExists(ctx context.Context, ref string) (bool, error)

@@ -198,3 +198,12 @@ func (m MapDirectory) Groups(user string) ([]string, bool, error) {
 	sort.Strings(out)
 	return out, ok, nil
 }
+
+// MayShow says whether caller may see user's limits: their own, or anyone's
+// for an admin.
+func MayShow(caller string, admin bool, user string) error {
+	if user != caller && !admin {
+		return errs.New(errs.Permission, "only admins may show another user's limits")
+	}
+	return nil
+}

@@ -72,15 +72,14 @@ func gpuCommand(s *session) *cli.Command {
 					if err := argsBetween(c, 0, 0, "mlc gpu status [--json]"); err != nil {
 						return err
 					}
-					g, err := s.gpus(c)
+					m, a, err := s.managerActor(c)
 					if err != nil {
 						return err
 					}
-					st, err := g.Status(s.ctx)
+					st, err := m.GPUStatus(s.ctx, a)
 					if err != nil {
 						return err
 					}
-					st = st.RedactFor(s.caller.User, s.caller.Admin)
 					if c.Bool("json") {
 						return s.json(struct {
 							gpualloc.Status
@@ -112,36 +111,20 @@ Examples:
 					if err := argsBetween(c, 0, 0, "mlc gpu reconcile [--dry-run] [--adopt] [--json]"); err != nil {
 						return err
 					}
-					g, err := s.gpus(c)
+					m, a, err := s.managerActor(c)
 					if err != nil {
 						return err
 					}
-					if !s.caller.Admin && !c.Bool("dry-run") {
-						return errs.New(errs.Permission, "only admins may reconcile the GPU ledger (anyone may use --dry-run)")
-					}
-					dry := c.Bool("dry-run")
-					if !dry {
-						// Refuse rather than change the ledger unaudited.
-						if err := s.mgr.Audit.Open(); err != nil {
-							return err
-						}
-					}
-					rep, err := g.Reconcile(s.ctx, gpualloc.ReconcileOptions{DryRun: dry, Adopt: c.Bool("adopt")})
-					if err != nil {
+					rep, err := m.ReconcileGPUs(s.ctx, a, gpualloc.ReconcileOptions{DryRun: c.Bool("dry-run"), Adopt: c.Bool("adopt")})
+					if rep.Actions == nil { // it did not run
 						return err
 					}
-					// The ledger changed either way: print what was done,
-					// then fail if it could not be audited.
-					var auditErr error
-					if !rep.DryRun {
-						if err := s.mgr.Audit.Append(auditEntry(s, "gpu-reconcile", rep)); err != nil {
-							auditErr = errs.Wrap(errs.State, err, "the ledger was reconciled as shown, but the audit log was not written")
-						}
+					// The ledger changed either way: print what was done, then
+					// fail if it could not be audited.
+					if perr := printReconcile(s, rep, c.Bool("json")); perr != nil {
+						return perr
 					}
-					if err := printReconcile(s, rep.RedactFor(s.caller.User, s.caller.Admin), c.Bool("json")); err != nil {
-						return err
-					}
-					return auditErr
+					return err
 				},
 			},
 			{
@@ -172,14 +155,6 @@ Example:
 			},
 		},
 	}
-}
-
-func (s *session) gpus(c *cli.Context) (*containers.LedgerGPUs, error) {
-	m, err := s.manager(c)
-	if err != nil {
-		return nil, err
-	}
-	return m.GPUs.(*containers.LedgerGPUs), nil
 }
 
 func printReconcile(s *session, rep gpualloc.Report, asJSON bool) error {

@@ -50,8 +50,8 @@ Examples:
 					if user == "" {
 						user = s.caller.User
 					}
-					if user != s.caller.User && !s.caller.Admin {
-						return s.refused(c, errs.New(errs.Permission, "only admins may show another user's limits"), map[string]any{"user": user})
+					if err := limits.MayShow(s.caller.User, s.caller.Admin, user); err != nil {
+						return s.refused(c, err, map[string]any{"user": user})
 					}
 					r, err := limits.Resolve(s.cfg, identity.SystemDirectory{}, user)
 					if err != nil {

@@ -183,7 +183,7 @@ func TestSecurityBetweenUsers(t *testing.T) {
 
 	// Admin-only things.
 	for _, args := range [][]string{{"list", "--all"}, {"list", "--user", "mlct-bob"}, {"stop", "secret", "--user", "mlct-bob"},
-		{"protect", "secret"}, {"limits", "show", "mlct-bob"}, {"--config", r.dir + "/evil.yaml", "limits", "show"}} {
+		{"protect", "secret"}, {"limits", "show", "mlct-bob"}, {"gpu", "reconcile"}, {"gpu", "release", "secret"}, {"--config", r.dir + "/evil.yaml", "limits", "show"}} {
 		_, errOut, code := r.sudo(t, "mlct-alice", args...)
 		if code != 5 || !strings.Contains(errOut, "only admins may") {
 			t.Errorf("alice %v: exit %d %q, want 5", args, code, errOut)
@@ -211,9 +211,9 @@ func TestSecurityBetweenUsers(t *testing.T) {
 
 	// Without sudo she gets exactly what sudo gives her: mlc elevates itself
 	// through the rule. Setting SUDO_UID herself changes nothing.
-	withSudo, _, c1 := r.sudo(t, "mlct-alice", "list", "--json")
-	without, errOut, c2 := r.as(t, "mlct-alice", r.bin+" list --json")
-	if c1 != 0 || c2 != 0 || withSudo != without {
+	withSudo, _, c1 := r.sudo(t, "mlct-alice", "list", "-q")
+	without, errOut, c2 := r.as(t, "mlct-alice", r.bin+" list -q")
+	if c1 != 0 || c2 != 0 || withSudo != without || withSudo != "secret\n" {
 		t.Errorf("alice without sudo: %d %q %q; with sudo: %d %q", c2, without, errOut, c1, withSudo)
 	}
 	_, errOut, code = r.as(t, "mlct-alice", "SUDO_UID=0 "+r.bin+" list --all")
@@ -247,6 +247,12 @@ func TestSecurityBetweenUsers(t *testing.T) {
 
 	audit, err := os.ReadFile(filepath.Join(r.dir, "audit.jsonl"))
 	must(t, err)
+	// Her refusals are in the audit log, with her as the caller.
+	for _, action := range []string{`"action":"list --all"`, `"action":"limits show"`, `"action":"gpu-reconcile"`, `"action":"protect"`} {
+		if !strings.Contains(string(audit), `"caller":"mlct-alice","caller_uid":`+r.uids["mlct-alice"]+`,`+action) {
+			t.Errorf("alice's refused %s is not in the audit log:\n%s", action, audit)
+		}
+	}
 	if !strings.Contains(string(audit), `"caller":"mlct-bob","caller_uid":`+r.uids["mlct-bob"]+`,"action":"create"`) ||
 		!strings.Contains(string(audit), `"caller":"mlct-admin"`) {
 		t.Errorf("audit log lacks the callers:\n%s", audit)

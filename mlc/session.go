@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -144,12 +145,23 @@ func (s *session) refused(c *cli.Context, err error, detail any) error {
 	if s.cfg == nil || s.caller == nil {
 		return err
 	}
-	e := auditEntry(s, c.Command.FullName(), detail)
+	e := auditEntry(s, commandPath(c), detail)
 	e.Result, e.Error = "error", err.Error()
 	if aerr := (&audit.Log{Path: s.cfg.AuditLog}).Append(e); aerr != nil {
 		fmt.Fprintf(s.errOut, "mlc: warning: audit log: %v\n", aerr)
 	}
 	return err
+}
+
+// commandPath is the command being run, "limits show" for `mlc limits show`.
+func commandPath(c *cli.Context) string {
+	var names []string
+	for _, x := range c.Lineage() {
+		if x.Command != nil && x.Command.Name != "" && (x.App == nil || x.Command.Name != x.App.Name) {
+			names = append([]string{x.Command.Name}, names...)
+		}
+	}
+	return strings.Join(names, " ")
 }
 
 func auditEntry(s *session, action string, detail any) audit.Entry {
