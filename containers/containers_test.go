@@ -15,6 +15,7 @@ import (
 	"github.com/mlc-lab/mlc/audit"
 	"github.com/mlc-lab/mlc/config"
 	"github.com/mlc-lab/mlc/engine"
+	"github.com/mlc-lab/mlc/engine/enginetest"
 	"github.com/mlc-lab/mlc/errs"
 	"github.com/mlc-lab/mlc/identity"
 	"github.com/mlc-lab/mlc/limits"
@@ -56,7 +57,7 @@ protected: ["*-keep"]
 
 type env struct {
 	m           *Manager
-	f           *fakeEngine
+	f           *enginetest.Fake
 	alice, bob  *identity.Caller
 	boss        *identity.Caller
 	home, roots string
@@ -76,7 +77,7 @@ func setup(t *testing.T) *env {
 	}
 	cfg.StateDir = filepath.Join(base, "state")
 	cfg.Policies.WorkspaceRoot = filepath.Join(base, "ws")
-	f := newFake()
+	f := enginetest.New()
 	uid, gid := os.Getuid(), os.Getgid()
 	mk := func(name string, n int, admin bool) *identity.Caller {
 		home := filepath.Join(base, "home", name)
@@ -109,7 +110,7 @@ func TestCreateAppliesLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := e.f.specs[out.ID]
+	s := e.f.Spec(out.ID)
 	if s.NanoCPUs != 2e9 || s.Memory != 2<<30 || s.MemorySwap != 2<<30 || s.PidsLimit != 4096 || s.ShmSize != 1<<30 {
 		t.Errorf("limits: %+v", s)
 	}
@@ -139,7 +140,7 @@ func TestCreateAppliesLimits(t *testing.T) {
 	if r.HostConfig.Privileged || string(r.HostConfig.NetworkMode) != engine.UserNetwork(e.alice.UID) || r.HostConfig.PidMode != "" || r.HostConfig.IpcMode != "private" {
 		t.Errorf("host config widens isolation: %+v", r.HostConfig)
 	}
-	if e.f.byID[out.ID].State != "running" {
+	if e.f.Container(out.ID).State != "running" {
 		t.Error("not started")
 	}
 }
@@ -148,7 +149,7 @@ func TestCPUsCappedAtHost(t *testing.T) {
 	e := setup(t)
 	e.m.HostCPUs = 2
 	out, err := e.create(t, e.alice, CreateRequest{Name: "a", Framework: "busybox"})
-	if err != nil || e.f.specs[out.ID].NanoCPUs != 2e9 || e.f.specs[out.ID].Labels[engine.LabelCPUs] != "2" {
+	if err != nil || e.f.Spec(out.ID).NanoCPUs != 2e9 || e.f.Spec(out.ID).Labels[engine.LabelCPUs] != "2" {
 		t.Fatalf("policy 4 CPUs on a 2-CPU host: %v %+v", err, out)
 	}
 }
@@ -232,8 +233,8 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
-	if len(e.f.byID) != 0 {
-		t.Fatalf("bad input left containers: %v", e.f.calls)
+	if e.f.Len() != 0 {
+		t.Fatalf("bad input left containers: %v", e.f.Calls())
 	}
 	// Every refusal is audited with the caller.
 	if lines := readAudit(t, e.m.Audit.Path); len(lines) != len(cases) || lines[0]["result"] != "error" || lines[0]["caller"] != "alice" {
@@ -244,7 +245,7 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := e.f.specs[out.ID]
+	s := e.f.Spec(out.ID)
 	if len(s.Mounts) != 2 || s.Mounts[1] != (engine.Mount{Source: filepath.Join(e.roots, "set"), Target: "/data", ReadOnly: true}) ||
 		!strings.Contains(s.Labels[engine.LabelMounts], ",/data=") {
 		t.Errorf("data mount %+v %q", s.Mounts, s.Labels[engine.LabelMounts])
@@ -274,13 +275,13 @@ func TestDuplicateAndMaxContainers(t *testing.T) {
 
 func TestFailedStartLeavesNothing(t *testing.T) {
 	e := setup(t)
-	e.f.startErr = errs.New(errs.Conflict, "Bind for 127.0.0.1:8888 failed: port is already allocated")
+	e.f.FailNext("Start", errs.New(errs.Conflict, "Bind for 127.0.0.1:8888 failed: port is already allocated"))
 	_, err := e.create(t, e.alice, CreateRequest{Name: "a", Framework: "busybox", Publish: []string{"8888:8888"}})
 	if !errs.Is(err, errs.Conflict) || !strings.Contains(err.Error(), "port already taken") {
 		t.Fatalf("got %v", err)
 	}
-	if len(e.f.byID) != 0 {
-		t.Fatalf("left a container: %v", e.f.calls)
+	if e.f.Len() != 0 {
+		t.Fatalf("left a container: %v", e.f.Calls())
 	}
 	lines := readAudit(t, e.m.Audit.Path)
 	if last := lines[len(lines)-1]; last["action"] != "create" || last["result"] != "error" {
@@ -375,8 +376,8 @@ func TestDryRunChangesNothing(t *testing.T) {
 	if err != nil || !out.DryRun || out.Request.Name != engine.DockerName(e.alice.UID, "d") {
 		t.Fatalf("%+v %v", out, err)
 	}
-	if len(e.f.calls) != 0 {
-		t.Fatalf("dry run called the engine: %v", e.f.calls)
+	if len(e.f.Calls()) != 0 {
+		t.Fatalf("dry run called the engine: %v", e.f.Calls())
 	}
 	if _, err := os.Stat(e.m.Cfg.Policies.WorkspaceRoot); err == nil {
 		t.Fatal("dry run created the workspace")

@@ -46,18 +46,18 @@ func TestMaxContainersUnderParallelCreates(t *testing.T) {
 func TestInterruptedCreateLeavesNothing(t *testing.T) {
 	e := setup(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	e.f.onCreate = cancel // Ctrl-C while the engine creates the container
+	e.f.OnCreate(cancel) // Ctrl-C while the engine creates the container
 	_, err := e.m.Create(ctx, Self(e.alice), CreateRequest{Name: "x", Framework: "busybox"})
 	if !errs.Is(err, errs.Interrupted) || !strings.Contains(err.Error(), "x was not created") {
 		t.Fatalf("got %v", err)
 	}
-	if len(e.f.byID) != 0 {
-		t.Fatalf("interrupted create left a container: %v", e.f.calls)
+	if e.f.Len() != 0 {
+		t.Fatalf("interrupted create left a container: %v", e.f.Calls())
 	}
 	// Interrupted before anything: the same answer, nothing made.
 	_, err = e.m.Create(ctx, Self(e.alice), CreateRequest{Name: "y", Framework: "busybox"})
-	if err == nil || len(e.f.byID) != 0 {
-		t.Fatalf("create with a cancelled context: %v, %d containers", err, len(e.f.byID))
+	if err == nil || e.f.Len() != 0 {
+		t.Fatalf("create with a cancelled context: %v, %d containers", err, e.f.Len())
 	}
 }
 
@@ -94,9 +94,10 @@ func TestStartRechecksMounts(t *testing.T) {
 		t.Fatalf("start with the mount restored: %v", err)
 	}
 	// A container without a record of its mounts is not started.
-	c := e.f.byID[e.f.firstID()]
-	c.State = "exited"
-	delete(c.Labels, engine.LabelMounts)
+	e.f.Edit(e.f.IDs()[0], func(c *engine.Container) {
+		c.State = "exited"
+		delete(c.Labels, engine.LabelMounts)
+	})
 	if err := e.m.Start(ctx, a, "d"); !errs.Is(err, errs.State) || !strings.Contains(err.Error(), "no record") {
 		t.Fatalf("start without records: %v", err)
 	}
@@ -113,9 +114,9 @@ func TestRootNeedsUsernsRemap(t *testing.T) {
 	if w := PolicyWarnings(context.Background(), e.m.Cfg, e.f); len(w) != 1 || !strings.Contains(w[0], "does not remap") {
 		t.Errorf("warnings: %v", w)
 	}
-	e.f.secOpts = []string{"name=seccomp,profile=builtin", "name=userns"}
+	e.f.SetSecurityOptions("name=seccomp,profile=builtin", "name=userns")
 	out, err := e.create(t, e.alice, CreateRequest{Name: "r", Framework: "busybox", Root: true})
-	if err != nil || e.f.specs[out.ID].User != "0:0" {
+	if err != nil || e.f.Spec(out.ID).User != "0:0" {
 		t.Fatalf("root with remap: %v", err)
 	}
 	if w := PolicyWarnings(context.Background(), e.m.Cfg, e.f); len(w) != 0 {
@@ -138,12 +139,12 @@ func TestPlanIsWhatDryRunPrintsAndCreateSends(t *testing.T) {
 	r := CreateRequest{Name: "pl", Framework: "busybox", CPUs: 1.5, Publish: []string{"8888"}, Env: []string{"A=1"}}
 	f, err := e.m.gather(context.Background(), a, r)
 	must(t, err)
-	calls := len(e.f.calls)
+	calls := len(e.f.Calls())
 	p1, err := Plan(e.m.Cfg, a, r, f)
 	must(t, err)
 	p2, _ := Plan(e.m.Cfg, a, r, f)
-	if len(e.f.calls) != calls {
-		t.Fatalf("Plan called the engine: %v", e.f.calls[calls:])
+	if len(e.f.Calls()) != calls {
+		t.Fatalf("Plan called the engine: %v", e.f.Calls()[calls:])
 	}
 	j1, _ := json.Marshal(p1.Created().Request)
 	j2, _ := json.Marshal(p2.Created().Request)
@@ -157,7 +158,7 @@ func TestPlanIsWhatDryRunPrintsAndCreateSends(t *testing.T) {
 	r.DryRun = false
 	out, err := e.create(t, e.alice, r)
 	must(t, err)
-	sent := e.f.specs[out.ID].Request()
+	sent := e.f.Spec(out.ID).Request()
 	want := p1.Created().Request
 	// What only the apply knows: the recorded mount identities and the network it made.
 	sent.Config.Labels[engine.LabelMounts], want.Config.Labels[engine.LabelMounts] = "", ""

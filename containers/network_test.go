@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/mlc-lab/mlc/config"
 	"github.com/mlc-lab/mlc/engine"
+	"github.com/mlc-lab/mlc/engine/enginetest"
 	"github.com/mlc-lab/mlc/errs"
 	"github.com/mlc-lab/mlc/identity"
 	"github.com/mlc-lab/mlc/internal/testenv"
@@ -126,7 +128,7 @@ func netManager(pool string, eng engine.Engine) *Manager {
 	return &Manager{Cfg: &config.Config{Policies: config.Policies{NetworkPool: pool, NetworkPrefix: 26}}, Eng: eng}
 }
 
-func fakeNetwork(t *testing.T, f *fakeEngine, name string) engine.Network {
+func fakeNetwork(t *testing.T, f *enginetest.Fake, name string) engine.Network {
 	t.Helper()
 	nets, _ := f.Networks(context.Background())
 	for _, n := range nets {
@@ -138,11 +140,9 @@ func fakeNetwork(t *testing.T, f *fakeEngine, name string) engine.Network {
 	return engine.Network{}
 }
 
-func countCalls(f *fakeEngine, prefix string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+func countCalls(f *enginetest.Fake, prefix string) int {
 	n := 0
-	for _, c := range f.calls {
+	for _, c := range f.Calls() {
 		if strings.HasPrefix(c, prefix) {
 			n++
 		}
@@ -158,7 +158,7 @@ var (
 
 func TestEnsureNetworkDefaultPools(t *testing.T) {
 	ctx := context.Background()
-	f := newFake()
+	f := enginetest.New()
 	m := netManager("", f)
 	for i := 0; i < 2; i++ {
 		name, err := m.ensureNetwork(ctx, alice)
@@ -167,17 +167,18 @@ func TestEnsureNetworkDefaultPools(t *testing.T) {
 		}
 	}
 	n := fakeNetwork(t, f, "mlc-1001")
-	if len(n.Subnets) != 0 || !n.Managed() || n.Labels[engine.LabelUser] != "alice" || n.Labels[engine.LabelUID] != "1001" {
+	if !n.Managed() || n.Labels[engine.LabelUser] != "alice" || n.Labels[engine.LabelUID] != "1001" {
 		t.Fatalf("network: %+v", n)
 	}
-	if c := countCalls(f, "network create"); c != 1 {
-		t.Fatalf("%d creates", c)
+	// Asked without a subnet (the engine picks one from its default pools).
+	if c := countCalls(f, "network create"); c != 1 || !slices.Contains(f.Calls(), "network create mlc-1001 ") || len(n.Subnets) != 1 {
+		t.Fatalf("%d creates: %v, subnets %v", c, f.Calls(), n.Subnets)
 	}
 }
 
 func TestEnsureNetworkPool(t *testing.T) {
 	ctx := context.Background()
-	f := newFake()
+	f := enginetest.New()
 	m := netManager("10.231.0.0/25", f)
 	for _, c := range []struct {
 		a      Actor
@@ -215,9 +216,9 @@ func TestEnsureNetworkPool(t *testing.T) {
 // The engine refuses a subnet another mlc took a moment before: the next one is tried.
 func TestEnsureNetworkSubnetRace(t *testing.T) {
 	ctx := context.Background()
-	f := newFake()
+	f := enginetest.New()
 	m := netManager("10.231.0.0/24", f)
-	f.netState().overlaps = 2
+	f.RefuseSubnets(2)
 	if _, err := m.ensureNetwork(ctx, alice); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +229,7 @@ func TestEnsureNetworkSubnetRace(t *testing.T) {
 	old := subnetBackoff
 	subnetBackoff = func(int) time.Duration { return 0 }
 	t.Cleanup(func() { subnetBackoff = old })
-	f.netState().overlaps = 1000
+	f.RefuseSubnets(1000)
 	_, err := netManager("10.200.0.0/16", f).ensureNetwork(ctx, bob)
 	if !errs.Is(err, errs.Unavailable) || !strings.Contains(err.Error(), "refused 16 subnets") {
 		t.Fatalf("endless refusals: %v", err)
@@ -238,8 +239,8 @@ func TestEnsureNetworkSubnetRace(t *testing.T) {
 func TestEnsureNetworkNotOurs(t *testing.T) {
 	ctx := context.Background()
 	for _, pool := range []string{"", "10.231.0.0/24"} {
-		f := newFake()
-		f.netState().nets["mlc-1001"] = &fakeNet{engine.Network{ID: "x", Name: "mlc-1001", Driver: "macvlan", Subnets: []string{"192.168.1.0/24"}}}
+		f := enginetest.New()
+		f.AddNetwork(engine.Network{ID: "x", Name: "mlc-1001", Driver: "macvlan", Subnets: []string{"192.168.1.0/24"}})
 		_, err := netManager(pool, f).ensureNetwork(ctx, alice)
 		if !errs.Is(err, errs.Conflict) || !strings.Contains(err.Error(), "mlc did not create it") {
 			t.Fatalf("pool %q: %v", pool, err)
@@ -249,7 +250,7 @@ func TestEnsureNetworkNotOurs(t *testing.T) {
 
 func TestDropNetworkIfEmptyFake(t *testing.T) {
 	ctx := context.Background()
-	f := newFake()
+	f := enginetest.New()
 	m := netManager("", f)
 	if err := m.dropNetworkIfEmpty(ctx, alice); err != nil {
 		t.Fatalf("missing network: %v", err)
@@ -267,11 +268,14 @@ func TestDropNetworkIfEmptyFake(t *testing.T) {
 	if err := m.dropNetworkIfEmpty(ctx, alice); err != nil {
 		t.Fatal(err)
 	}
-	if nets, _ := f.Networks(ctx); len(nets) != 0 {
-		t.Fatalf("left: %+v", nets)
+	nets, _ := f.Networks(ctx)
+	for _, n := range nets {
+		if n.Managed() {
+			t.Fatalf("left: %+v", n)
+		}
 	}
 	// A network of that name mlc did not make is left alone, quietly.
-	f.netState().nets["mlc-1001"] = &fakeNet{engine.Network{ID: "x", Name: "mlc-1001", Driver: "bridge"}}
+	f.AddNetwork(engine.Network{ID: "x", Name: "mlc-1001", Driver: "bridge"})
 	if err := m.dropNetworkIfEmpty(ctx, alice); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/mlc-lab/mlc/config"
 	"github.com/mlc-lab/mlc/engine"
+	"github.com/mlc-lab/mlc/engine/enginetest"
 	"github.com/mlc-lab/mlc/errs"
 	"github.com/mlc-lab/mlc/identity"
 )
@@ -54,7 +55,7 @@ func TestCheckPorts(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			withPortStart(t, c.start)
-			m := &Manager{Cfg: &config.Config{Policies: config.Policies{PortRange: c.rng, MaxPorts: 8}}, Eng: newFake()}
+			m := &Manager{Cfg: &config.Config{Policies: config.Policies{PortRange: c.rng, MaxPorts: 8}}, Eng: enginetest.New()}
 			for _, who := range []struct {
 				a    Actor
 				want string
@@ -81,7 +82,7 @@ func TestCheckPorts(t *testing.T) {
 // a non-admin's container gets at most policies.max_ports, ranges counted port by port.
 func TestMaxPorts(t *testing.T) {
 	withPortStart(t, 1024)
-	m := &Manager{Cfg: &config.Config{Policies: config.Policies{MaxPorts: 3}}, Eng: newFake()}
+	m := &Manager{Cfg: &config.Config{Policies: config.Policies{MaxPorts: 3}}, Eng: enginetest.New()}
 	p := func(h string) engine.Port { return engine.Port{HostPort: h, ContainerPort: "80", Proto: "tcp"} }
 	alice := Self(&identity.Caller{User: "alice"})
 	if err := m.checkPorts(alice, []engine.Port{p("20000"), p(""), p("20001")}); err != nil {
@@ -99,7 +100,7 @@ func TestMaxPorts(t *testing.T) {
 
 func TestCheckPortsBadHostPort(t *testing.T) {
 	withPortStart(t, 1024)
-	m := &Manager{Cfg: &config.Config{Policies: config.Policies{MaxPorts: 8}}, Eng: newFake()}
+	m := &Manager{Cfg: &config.Config{Policies: config.Policies{MaxPorts: 8}}, Eng: enginetest.New()}
 	err := m.checkPorts(Self(&identity.Caller{User: "alice"}), []engine.Port{{HostPort: "x", ContainerPort: "80", Proto: "tcp"}})
 	if !errs.Is(err, errs.Usage) {
 		t.Fatalf("got %v", err)
