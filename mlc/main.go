@@ -274,6 +274,7 @@ Examples:
 			gpuCommand(s),
 			limitsCommand(s),
 			versionCommand(s),
+			completionCommand(s),
 		),
 	}
 	setUsageErrors(app.Commands)
