@@ -20,26 +20,10 @@ type secRig struct {
 	uids     map[string]string
 }
 
-const secUsers = "mlct-alice mlct-bob mlct-admin"
+const secUsers = "mlct-alice mlct-bob mlct-admin mlct-doc"
 
-func newSecRig(t *testing.T) *secRig {
-	t.Helper()
-	testenv.Engine(t)
-	for _, tool := range []string{"sudo", "su", "useradd", "visudo"} {
-		if _, err := exec.LookPath(tool); err != nil || os.Getuid() != 0 {
-			if testenv.Required() {
-				t.Fatalf("security tests need root and %s (CI installs sudo): %v", tool, err)
-			}
-			t.Skipf("needs root and %s", tool)
-		}
-	}
-	dir, err := os.MkdirTemp("", "mlc-sec-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-	r := &secRig{dir: dir, bin: filepath.Join(dir, "mlc"), uids: map[string]string{}}
-	policy := fmt.Sprintf(`state_dir: %[1]s/state
+// secPolicy is the rig's system policy; %[1]s is the rig's directory.
+const secPolicy = `state_dir: %[1]s/state
 audit_log: %[1]s/audit.jsonl
 admins: [mlct-admin]
 defaults:
@@ -60,7 +44,32 @@ images:
     image: mlc/busybox:latest
     framework: busybox
     version: "1.35"
-`, dir)
+`
+
+func newSecRig(t *testing.T) *secRig {
+	t.Helper()
+	return newSecRigPolicy(t, secPolicy)
+}
+
+// newSecRigPolicy is newSecRig with another policy template.
+func newSecRigPolicy(t *testing.T, policyTmpl string) *secRig {
+	t.Helper()
+	testenv.Engine(t)
+	for _, tool := range []string{"sudo", "su", "useradd", "visudo"} {
+		if _, err := exec.LookPath(tool); err != nil || os.Getuid() != 0 {
+			if testenv.Required() {
+				t.Fatalf("security tests need root and %s (CI installs sudo): %v", tool, err)
+			}
+			t.Skipf("needs root and %s", tool)
+		}
+	}
+	dir, err := os.MkdirTemp("", "mlc-sec-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	r := &secRig{dir: dir, bin: filepath.Join(dir, "mlc"), uids: map[string]string{}}
+	policy := fmt.Sprintf(policyTmpl, dir)
 	must(t, os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(policy), 0o644))
 	must(t, os.MkdirAll(filepath.Join(dir, "data"), 0o755))
 	must(t, os.WriteFile(filepath.Join(dir, "evil.yaml"), []byte("defaults:\n  cpus: 64\n"), 0o644))
@@ -88,7 +97,7 @@ images:
 	sh(t, "visudo", "-cf", sudoers)
 	t.Cleanup(func() {
 		exec.Command("sh", "-c", `docker rm -f $(docker ps -aq --filter label=mlc.managed=true --filter label=mlc.user=mlct-alice --filter label=mlc.user=mlct-bob) 2>/dev/null;
-			for u in mlct-alice mlct-bob mlct-admin; do docker rm -f $(docker ps -aq --filter label=mlc.user=$u) >/dev/null 2>&1; done`).Run()
+			for u in `+secUsers+`; do docker rm -f $(docker ps -aq --filter label=mlc.user=$u) >/dev/null 2>&1; done`).Run()
 		os.Remove(sudoers)
 		for _, uid := range r.uids {
 			exec.Command("docker", "network", "rm", "mlc-"+uid).Run()
