@@ -27,6 +27,7 @@ func CheckFile(ctx context.Context, r paths.Runner, uid int, p string) (*config.
 			"denied":             "permission denied",
 			"not-a-directory":    "no such file",
 			"not-a-regular-file": "not a regular file",
+			"is-a-directory":     "is a directory, not a policy file",
 			"too-large":          "larger than 1 MiB; not a policy file",
 		}[f.Code]
 		if why == "" {

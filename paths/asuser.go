@@ -72,6 +72,7 @@ const (
 	codeDenied     = "denied"
 	codeNotDir     = "not-a-directory"
 	codeNotRegular = "not-a-regular-file"
+	codeIsDir      = "is-a-directory"
 	codeTooLarge   = "too-large"
 	codeExists     = "exists"
 	codeOther      = "failed"
@@ -275,6 +276,9 @@ func readFile(p string, max int64) *reply {
 	st, err := f.Stat()
 	if err != nil {
 		return code(err)
+	}
+	if st.IsDir() {
+		return &reply{Err: codeIsDir}
 	}
 	if !st.Mode().IsRegular() {
 		return &reply{Err: codeNotRegular}
