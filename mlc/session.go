@@ -28,9 +28,12 @@ type session struct {
 	out, errOut io.Writer
 	cfg         *config.Config
 	caller      *identity.Caller
-	eng         *engine.Client
-	mgr         *containers.Manager
-	inv         gpualloc.Inventory
+	// newEngine connects to the engine; nil means connectEngine (engine.New,
+	// or the fake that in-process tests put there: see seam.go).
+	newEngine func() (engine.Engine, error)
+	eng       engine.Engine
+	mgr       *containers.Manager
+	inv       gpualloc.Inventory
 }
 
 // setup loads the policy and works out the caller.
@@ -79,7 +82,7 @@ func (s *session) manager(c *cli.Context) (*containers.Manager, error) {
 	if err := s.setup(c); err != nil {
 		return nil, err
 	}
-	eng, err := engine.New()
+	eng, err := s.engine()
 	if err != nil {
 		return nil, err
 	}
@@ -92,13 +95,23 @@ func (s *session) manager(c *cli.Context) (*containers.Manager, error) {
 	return s.mgr, nil
 }
 
+// engine connects to the engine through the session's seam.
+func (s *session) engine() (engine.Engine, error) {
+	if s.newEngine != nil {
+		return s.newEngine()
+	}
+	return connectEngine()
+}
+
 // policyWarnings are what `mlc limits check` says of a valid policy on this host.
 func (s *session) policyWarnings(cfg *config.Config) []string {
-	eng, err := engine.New()
+	eng, err := s.engine()
 	if err != nil {
 		return []string{"cannot reach the Docker engine to check the policy against it: " + err.Error()}
 	}
-	defer eng.Close()
+	if c, ok := eng.(io.Closer); ok {
+		defer c.Close()
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	defer cancel()
 	return containers.PolicyWarnings(ctx, cfg, eng)
