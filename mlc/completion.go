@@ -139,7 +139,7 @@ func walkCommandLine(app *cli.App, typed []string) commandLine {
 			case f == nil:
 			case hasValue:
 				w.flags[f.Names()[0]] = value
-			case takesValue(f):
+			case flagTakesValue(f):
 				w.pending = f
 			default:
 				w.flags[f.Names()[0]] = "true"
@@ -183,7 +183,7 @@ func (w *commandLine) findFlag(app *cli.App, name string) cli.Flag {
 	return nil
 }
 
-func takesValue(f cli.Flag) bool {
+func flagTakesValue(f cli.Flag) bool {
 	d, ok := f.(cli.DocGenerationFlag)
 	return ok && d.TakesValue()
 }
@@ -191,22 +191,22 @@ func takesValue(f cli.Flag) bool {
 // containerArg are the commands whose one argument is a container name of
 // the caller's, with which of them to offer.
 var containerArg = map[string]func(containers.Row) bool{
-	"start":       func(r containers.Row) bool { return !running(r) },
-	"stop":        running,
-	"kill":        running,
-	"remove":      all,
-	"open":        all,
-	"logs":        all,
-	"protect":     all,
-	"unprotect":   all,
-	"gpu release": all,
+	"start":       func(r containers.Row) bool { return !containerRunning(r) },
+	"stop":        containerRunning,
+	"kill":        containerRunning,
+	"remove":      anyContainer,
+	"open":        anyContainer,
+	"logs":        anyContainer,
+	"protect":     anyContainer,
+	"unprotect":   anyContainer,
+	"gpu release": anyContainer,
 }
 
-func running(r containers.Row) bool {
+func containerRunning(r containers.Row) bool {
 	return r.State == "running" || r.State == "restarting" || r.State == "paused"
 }
 
-func all(containers.Row) bool { return true }
+func anyContainer(containers.Row) bool { return true }
 
 // candidates are the completions for words (see completeArg), sorted, each
 // starting with the word being completed; nil on any error.
@@ -239,7 +239,7 @@ func (s *session) candidates(c *cli.Context, words []string) []string {
 		if w.leaf != nil {
 			flags = w.leaf.Flags
 		}
-		out = append(flagNames(flags), "--help")
+		out = append(completionFlagNames(flags), "--help")
 	case w.leaf == nil || hasSubcommands(w.leaf):
 		if len(w.pos) > 0 {
 			break
@@ -256,10 +256,10 @@ func (s *session) candidates(c *cli.Context, words []string) []string {
 	default:
 		out = s.positional(c, w)
 	}
-	return matching(out, cur)
+	return completionMatches(out, cur)
 }
 
-func flagNames(flags []cli.Flag) []string {
+func completionFlagNames(flags []cli.Flag) []string {
 	var out []string
 	for _, f := range flags {
 		if v, ok := f.(cli.VisibleFlag); ok && !v.IsVisible() {
@@ -378,8 +378,8 @@ func isCompletionRequest(args []string) bool {
 	return false
 }
 
-// matching is the unique words of list that start with prefix, sorted.
-func matching(list []string, prefix string) []string {
+// completionMatches is the unique words of list that start with prefix, sorted.
+func completionMatches(list []string, prefix string) []string {
 	seen := map[string]bool{}
 	var out []string
 	for _, w := range list {

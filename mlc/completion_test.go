@@ -31,9 +31,9 @@ images:
     version: "2.17.0"
 `
 
-// complete runs `mlc [--config policy] completion __complete -- words...`
+// completeWords runs `mlc [--config policy] completion __complete -- words...`
 // in-process and returns the candidates.
-func complete(t *testing.T, policy string, words ...string) []string {
+func completeWords(t *testing.T, policy string, words ...string) []string {
 	t.Helper()
 	args := []string{"completion", "__complete", "--"}
 	if policy != "" {
@@ -142,7 +142,7 @@ func TestCompletionCommandsAndFlags(t *testing.T) {
 		{[]string{}, ""},
 	}
 	for _, c := range cases {
-		got := strings.Join(complete(t, "", c.words...), " ")
+		got := strings.Join(completeWords(t, "", c.words...), " ")
 		if got != c.want {
 			t.Errorf("%q: got %q, want %q", c.words, got, c.want)
 		}
@@ -169,22 +169,22 @@ func TestCompletionCreateFromCatalogue(t *testing.T) {
 		{[]string{"mlc", "create", "thesis", "--image", "tf", ""}, ""},
 	}
 	for _, c := range cases {
-		got := strings.Join(complete(t, p, c.words...), " ")
+		got := strings.Join(completeWords(t, p, c.words...), " ")
 		if got != c.want {
 			t.Errorf("%q: got %q, want %q", c.words, got, c.want)
 		}
 	}
 	// The --config typed on the command line, when no global one was given.
-	got := complete(t, "", "mlc", "--config", p, "create", "x", "")
+	got := completeWords(t, "", "mlc", "--config", p, "create", "x", "")
 	if !reflect.DeepEqual(got, []string{"TensorFlow", "pytorch"}) {
 		t.Errorf("typed --config: %q", got)
 	}
 	// A policy that does not load completes nothing, silently.
 	bad := writePolicy(t, "defaults:\n  memory: 12x\n")
-	if got := complete(t, bad, "mlc", "create", "x", ""); len(got) != 0 {
+	if got := completeWords(t, bad, "mlc", "create", "x", ""); len(got) != 0 {
 		t.Errorf("broken policy: %q", got)
 	}
-	if got := complete(t, "/nonexistent.yaml", "mlc", "create", "x", ""); len(got) != 0 {
+	if got := completeWords(t, "/nonexistent.yaml", "mlc", "create", "x", ""); len(got) != 0 {
 		t.Errorf("missing policy: %q", got)
 	}
 }
@@ -223,7 +223,7 @@ func TestCompletionContainerNames(t *testing.T) {
 	}
 	mine := func(words ...string) string {
 		var got []string
-		for _, n := range complete(t, p, words...) {
+		for _, n := range completeWords(t, p, words...) {
 			if strings.HasPrefix(n, tag) {
 				got = append(got, n)
 			}
@@ -254,7 +254,7 @@ func TestCompletionContainerNames(t *testing.T) {
 	}
 	// Without an engine: nothing, and no error.
 	t.Setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-	if got := complete(t, p, "mlc", "start", ""); len(got) != 0 {
+	if got := completeWords(t, p, "mlc", "start", ""); len(got) != 0 {
 		t.Errorf("engine down: %q", got)
 	}
 }
