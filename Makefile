@@ -4,6 +4,11 @@
 
 PREFIX   ?= /usr/local
 BINDIR   ?= $(PREFIX)/bin
+DATADIR  ?= $(PREFIX)/share
+MANDIR   ?= $(DATADIR)/man
+BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
+ZSHCOMPDIR  ?= $(DATADIR)/zsh/site-functions
+FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GO       ?= go
 LDFLAGS  := -X main.version=$(VERSION) '-extldflags=-Wl,-z,lazy'
@@ -15,7 +20,7 @@ comma := ,
 
 export CGO_ENABLED = 1
 
-.PHONY: all build test unit test-env demo install uninstall fuzz bench vet fmt clean
+.PHONY: all build test unit test-env demo install uninstall fuzz bench vet fmt clean man completions deb test-deb
 
 all: build
 
@@ -30,6 +35,7 @@ test-env:
 # real users (as root). A missing engine fails the run.
 test: test-env build vet
 	MLC_REQUIRE_ENGINE=1 MLC_BIN=$(CURDIR)/bin/mlc $(GO) test -count=1 -ldflags "$(LDFLAGS)" ./...
+	bash scripts/test-deb.sh
 
 # Unit tests only: no engine needed.
 unit:
@@ -55,7 +61,17 @@ fuzz:
 bench: test-env build
 	bench/run.sh
 
-install: build
+# The man page and the completion scripts, written by the built binary.
+man: build
+	bin/mlc completion man > bin/mlc.1.tmp && mv bin/mlc.1.tmp bin/mlc.1
+
+completions: build
+	@mkdir -p bin/completion
+	bin/mlc completion bash > bin/completion/mlc.bash
+	bin/mlc completion zsh > bin/completion/_mlc
+	bin/mlc completion fish > bin/completion/mlc.fish
+
+install: build man completions
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 bin/mlc $(DESTDIR)$(BINDIR)/mlc
 	@for c in $(COMMANDS); do ln -sf mlc $(DESTDIR)$(BINDIR)/mlc-$$c; done
@@ -65,10 +81,27 @@ install: build
 	install -m 0440 deploy/.sudoers.tmp $(DESTDIR)/etc/sudoers.d/mlc && rm -f deploy/.sudoers.tmp
 	@if [ -z "$(DESTDIR)" ] && command -v visudo >/dev/null; then visudo -cf /etc/sudoers.d/mlc; fi
 	@getent group mlc-users >/dev/null || [ -n "$(DESTDIR)" ] || groupadd --system mlc-users
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	install -m 0644 bin/mlc.1 $(DESTDIR)$(MANDIR)/man1/mlc.1
+	install -m 0644 bin/completion/mlc.bash $(DESTDIR)$(BASHCOMPDIR)/mlc
+	install -m 0644 bin/completion/_mlc $(DESTDIR)$(ZSHCOMPDIR)/_mlc
+	install -m 0644 bin/completion/mlc.fish $(DESTDIR)$(FISHCOMPDIR)/mlc.fish
+	@# bash and fish load a command's completion from a file named after it.
+	@for c in $(COMMANDS); do ln -sf mlc $(DESTDIR)$(BASHCOMPDIR)/mlc-$$c; ln -sf mlc.fish $(DESTDIR)$(FISHCOMPDIR)/mlc-$$c.fish; done
 	@echo "installed: add users to the mlc-users group (never to docker); they run: sudo mlc ..."
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/mlc $(foreach c,$(COMMANDS),$(DESTDIR)$(BINDIR)/mlc-$(c)) $(DESTDIR)/etc/sudoers.d/mlc
+	rm -f $(DESTDIR)$(MANDIR)/man1/mlc.1 $(DESTDIR)$(BASHCOMPDIR)/mlc $(DESTDIR)$(ZSHCOMPDIR)/_mlc $(DESTDIR)$(FISHCOMPDIR)/mlc.fish \
+		$(foreach c,$(COMMANDS),$(DESTDIR)$(BASHCOMPDIR)/mlc-$(c) $(DESTDIR)$(FISHCOMPDIR)/mlc-$(c).fish)
+
+# A Debian package of this tree, bin/mlc_<version>_<arch>.deb (PREFIX=/usr).
+deb:
+	MAKE="$(MAKE)" bash scripts/build-deb.sh
+
+# Builds the package, installs it here, checks it, purges it (as root; make test runs it).
+test-deb:
+	bash scripts/test-deb.sh
 
 clean:
 	rm -rf bin
