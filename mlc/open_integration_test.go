@@ -12,10 +12,11 @@ func TestOpenWithTerminal(t *testing.T) {
 		t.Skip("needs script(1) for a pseudo-terminal")
 	}
 	r := newGPURig(t, "")
-	if _, errOut, code := r.run(t, "create", "tty", "busybox"); code != 0 {
+	name := r.n("tty")
+	if _, errOut, code := r.run(t, "create", name, "busybox"); code != 0 {
 		t.Fatal(errOut)
 	}
-	line := "stty rows 33 cols 101; MLC_CONFIG=" + r.policy + " " + r.bin + " open tty -- sh -c 'tty; stty size; exit 5'"
+	line := "stty rows 33 cols 101; MLC_CONFIG=" + r.policy + " " + r.bin + " open " + name + " -- sh -c 'tty; stty size; exit 5'"
 	out, err := exec.Command("script", "-qec", line, "/dev/null").CombinedOutput()
 	ee, _ := err.(*exec.ExitError)
 	if ee == nil || ee.ExitCode() != 5 {
@@ -26,7 +27,7 @@ func TestOpenWithTerminal(t *testing.T) {
 		t.Fatalf("inside: %q", got)
 	}
 	// Without a terminal the same command sees none.
-	out2, _, _ := r.run(t, "open", "tty", "--", "sh", "-c", "tty || true")
+	out2, _, _ := r.run(t, "open", name, "--", "sh", "-c", "tty || true")
 	if !strings.Contains(out2, "not a tty") {
 		t.Fatalf("without a terminal: %q", out2)
 	}
