@@ -392,6 +392,12 @@ func (m *Manager) apply(ctx context.Context, a Actor, r CreateRequest, p *Create
 		}
 		return nil, undo(err)
 	}
+	// The link in the owner's home is made by a helper process run as them:
+	// it runs beside activate and start instead of after them.
+	linked := make(chan struct{})
+	go func() { defer close(linked); m.linkWorkspace(work, a, mp) }()
+	undoLinked := undo
+	undo = func(cause error) error { <-linked; return undoLinked(cause) }
 	failpoint(ctx, "created")
 	if err := interrupted(); err != nil {
 		return nil, undo(err)
@@ -422,7 +428,7 @@ func (m *Manager) apply(ctx context.Context, a Actor, r CreateRequest, p *Create
 	if out.GPUs == nil {
 		out.GPUs = []string{}
 	}
-	m.linkWorkspace(ctx, a, mp)
+	<-linked
 	return &out, nil
 }
 
