@@ -75,7 +75,8 @@ install: build man completions
 	install -d $(DESTDIR)$(BINDIR)
 	install -m 0755 bin/mlc $(DESTDIR)$(BINDIR)/mlc
 	@for c in $(COMMANDS); do ln -sf mlc $(DESTDIR)$(BINDIR)/mlc-$$c; done
-	install -d -m 0755 $(DESTDIR)/etc/mlc $(DESTDIR)/etc/sudoers.d
+	install -d -m 0755 $(DESTDIR)/etc/mlc
+	test -d $(DESTDIR)/etc/sudoers.d || install -d -m 0750 $(DESTDIR)/etc/sudoers.d
 	test -e $(DESTDIR)/etc/mlc/resource-limits.yaml || install -m 0644 config/default.yaml $(DESTDIR)/etc/mlc/resource-limits.yaml
 	sed -e 's|@COMMANDS@|$(BINDIR)/mlc$(foreach c,$(COMMANDS),$(comma) $(BINDIR)/mlc-$(c))|' -e 's|@BINDIR@|$(BINDIR)|g' deploy/sudoers.in > deploy/.sudoers.tmp
 	install -m 0440 deploy/.sudoers.tmp $(DESTDIR)/etc/sudoers.d/mlc && rm -f deploy/.sudoers.tmp

@@ -210,16 +210,16 @@ func (m *Manager) start(ctx context.Context, c engine.Container) error {
 
 // Stop stops a container, killing it after timeout seconds.
 func (m *Manager) Stop(ctx context.Context, a Actor, name string, timeout int) error {
-	return m.halt(ctx, a, name, "stop", func(id string) error { return m.Eng.Stop(ctx, id, timeout) })
+	return m.halt(ctx, a, name, "stop", func(ctx context.Context, id string) error { return m.Eng.Stop(ctx, id, timeout) })
 }
 
 // Kill force-stops a container.
 func (m *Manager) Kill(ctx context.Context, a Actor, name string) error {
-	return m.halt(ctx, a, name, "kill", func(id string) error { return m.Eng.Kill(ctx, id) })
+	return m.halt(ctx, a, name, "kill", func(ctx context.Context, id string) error { return m.Eng.Kill(ctx, id) })
 }
 
 // halt stops a running container with fn and tells the GPU ledger.
-func (m *Manager) halt(ctx context.Context, a Actor, name, action string, fn func(id string) error) (err error) {
+func (m *Manager) halt(ctx context.Context, a Actor, name, action string, fn func(ctx context.Context, id string) error) (err error) {
 	defer func() { m.audit(a, action, name, err, nil) }()
 	c, err := m.Find(ctx, a, name)
 	if err != nil {
@@ -231,9 +231,12 @@ func (m *Manager) halt(ctx context.Context, a Actor, name, action string, fn fun
 	if !c.Running() {
 		return errs.New(errs.Conflict, "%s is not running (%s)", name, c.State)
 	}
-	err = fn(c.ID)
+	// Once asked, the engine finishes the stop whatever happens to us: an
+	// interrupt must not leave the ledger without its stop mark.
+	work := context.WithoutCancel(ctx)
+	err = fn(work, c.ID)
 	if err == nil && m.GPUs != nil && hasGPUs(c) {
-		err = m.GPUs.Stopped(ctx, c)
+		err = m.GPUs.Stopped(work, c)
 	}
 	return err
 }
@@ -255,6 +258,9 @@ func (m *Manager) Remove(ctx context.Context, a Actor, name string, force bool) 
 	if c.Running() && !force {
 		return errs.New(errs.Conflict, "%s is running; stop it first, or use --force", name)
 	}
+	// The engine finishes a remove once asked, whatever happens to us: the
+	// bookkeeping after it (GPUs, mark, network) must run to its end too.
+	ctx = context.WithoutCancel(ctx)
 	err = m.Eng.Remove(ctx, c.ID, force)
 	if err == nil {
 		if m.GPUs != nil && (hasGPUs(c) || c.Labels[engine.LabelAlloc] != "") {

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,7 +97,7 @@ func TestCompletionScriptsParse(t *testing.T) {
 func TestCompletionNeedsNoRoot(t *testing.T) {
 	for _, args := range [][]string{{"mlc", "completion", "bash"}, {"mlc", "completion", "man"},
 		{"mlc", "completion", "__complete", "--", "mlc", "start", ""}, {"mlc", "completion", "__complete", "--", "mlc", "create", "-h"}} {
-		if needsRoot(args) {
+		if needsRoot(newApp(context.Background(), nil, io.Discard, io.Discard), args) {
 			t.Errorf("needsRoot(%v)", args)
 		}
 	}

@@ -32,7 +32,14 @@ func main() {
 		// The sudo that started us dying is an interrupt like Ctrl-C.
 		_ = unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0, 0, 0)
 	}
-	if os.Geteuid() != 0 && needsRoot(dispatch(os.Args)) {
+	if identity.ProcessEnv().ForUser() {
+		// The engine is the system's: never one a user's environment names
+		// (sudo's env_reset drops these anyway, unless a site relaxed it).
+		for _, k := range []string{"DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DOCKER_API_VERSION", "DOCKER_CONFIG"} {
+			os.Unsetenv(k)
+		}
+	}
+	if os.Geteuid() != 0 && needsRoot(newApp(context.Background(), nil, io.Discard, io.Discard), dispatch(os.Args)) {
 		err := identity.Elevate(os.Args[0], os.Args[1:])
 		fmt.Fprintln(os.Stderr, "mlc: "+oneLine(err.Error()))
 		os.Exit(errs.KindOf(err).ExitCode())
@@ -44,24 +51,31 @@ func main() {
 }
 
 // needsRoot is whether a command line (after dispatch: "mlc", command, ...)
-// needs mlc to run as root: everything but help, version and completion.
-func needsRoot(args []string) bool {
-	if len(args) < 2 {
-		return false
-	}
+// needs mlc to run as root: everything but help, version and completion. A
+// help or version flag counts only among the command's own words and flags,
+// before its first argument (`mlc open c1 ls -h` runs ls -h, as root).
+func needsRoot(app *cli.App, args []string) bool {
+	cmds := app.Commands
+	top := true
 	for _, a := range args[1:] {
-		if a == "--" {
-			break
+		switch {
+		case a == "--":
+			return true
+		case a == "-h" || a == "--help" || a == "-v" || a == "--version":
+			return false
+		case strings.HasPrefix(a, "-"):
+			continue
 		}
-		if a == "--help" || a == "-h" || a == "--version" || a == "-v" {
+		c := findCommand(cmds, a)
+		if c == nil {
+			return !(top && a == "help")
+		}
+		if top && (c.Name == "version" || c.Name == "completion") {
 			return false
 		}
+		cmds, top = c.Subcommands, false
 	}
-	switch args[1] {
-	case "help", "version", "completion":
-		return false
-	}
-	return true
+	return len(args) > 1
 }
 
 // exitStatus is an exit code passed through from a command run in a container.

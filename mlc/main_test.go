@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -170,5 +171,32 @@ func TestCreateFlagsAnywhereDryRun(t *testing.T) {
 	_, errOut, code = mlc(t, "--config", p, "create", "x", "busybox", "--memory", "12x")
 	if code != 2 || !strings.Contains(errOut, `--memory: invalid size "12x"`) {
 		t.Fatalf("bad memory: %d %q", code, errOut)
+	}
+}
+
+// Help, version and completion need no root; a help flag that is an argument
+// (of open's command, or a flag's value) does not count.
+func TestNeedsRoot(t *testing.T) {
+	app := newApp(context.Background(), nil, io.Discard, io.Discard)
+	for line, want := range map[string]bool{
+		"mlc":                                  false,
+		"mlc --help":                           false,
+		"mlc help":                             false,
+		"mlc version":                          false,
+		"mlc --version":                        false,
+		"mlc create --help":                    false,
+		"mlc limits show -h":                   false,
+		"mlc completion bash":                  false,
+		"mlc list":                             true,
+		"mlc limits show":                      true,
+		"mlc open c1 ls -h /":                  true,
+		"mlc open c1 -- ls --help":             true,
+		"mlc create v1 busybox --workspace -v": true,
+		"mlc --config x.yaml --help":           true,
+		"mlc stop help":                        true,
+	} {
+		if got := needsRoot(app, strings.Fields(line)); got != want {
+			t.Errorf("needsRoot(%s) = %v, want %v", line, got, want)
+		}
 	}
 }
