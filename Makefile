@@ -82,6 +82,7 @@ install: build man completions
 	install -m 0440 deploy/.sudoers.tmp $(DESTDIR)/etc/sudoers.d/mlc && rm -f deploy/.sudoers.tmp
 	@if [ -z "$(DESTDIR)" ] && command -v visudo >/dev/null; then visudo -cf /etc/sudoers.d/mlc; fi
 	@getent group mlc-users >/dev/null || [ -n "$(DESTDIR)" ] || groupadd --system mlc-users
+	@getent group mlc-admins >/dev/null || [ -n "$(DESTDIR)" ] || groupadd --system mlc-admins
 	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
 	install -m 0644 bin/mlc.1 $(DESTDIR)$(MANDIR)/man1/mlc.1
 	install -m 0644 bin/completion/mlc.bash $(DESTDIR)$(BASHCOMPDIR)/mlc
@@ -89,7 +90,7 @@ install: build man completions
 	install -m 0644 bin/completion/mlc.fish $(DESTDIR)$(FISHCOMPDIR)/mlc.fish
 	@# bash and fish load a command's completion from a file named after it.
 	@for c in $(COMMANDS); do ln -sf mlc $(DESTDIR)$(BASHCOMPDIR)/mlc-$$c; ln -sf mlc.fish $(DESTDIR)$(FISHCOMPDIR)/mlc-$$c.fish; done
-	@echo "installed: add users to the mlc-users group (never to docker); they run: sudo mlc ..."
+	@echo "installed: add users to the mlc-users group (never to docker); they run: mlc ... (no sudo to type); admins go in mlc-admins"
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/mlc $(foreach c,$(COMMANDS),$(DESTDIR)$(BINDIR)/mlc-$(c)) $(DESTDIR)/etc/sudoers.d/mlc

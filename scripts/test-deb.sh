@@ -42,6 +42,7 @@ fi
 work=$(mktemp -d)
 user=mlcdeb$$
 group_before=$(getent group mlc-users >/dev/null && echo yes || echo no)
+admins_before=$(getent group mlc-admins >/dev/null && echo yes || echo no)
 # Directories the default policy makes mlc create, removed again if new.
 made_dirs=()
 for d in /var/lib/mlc /var/log/mlc /var/lib/mlc-workspaces; do [ -e "$d" ] || made_dirs+=("$d"); done
@@ -57,6 +58,7 @@ restore() {
   rm -rf "/var/lib/mlc-workspaces/$user"
   for d in "${made_dirs[@]}"; do rm -rf "$d"; done
   if [ "$group_before" = no ] && getent group mlc-users >/dev/null; then groupdel mlc-users; fi
+  if [ "$admins_before" = no ] && getent group mlc-admins >/dev/null; then groupdel mlc-admins; fi
   if [ -s "$work/saved.tar" ]; then
     tar -C / -xpf "$work/saved.tar" || echo "deb: warning: could not put back the files saved in $work/saved.tar" >&2
   fi
@@ -117,6 +119,7 @@ conffiles=$(dpkg-query --control-show mlc conffiles 2>/dev/null || cat /var/lib/
 check "policy is a conffile" grep -qx /etc/mlc/resource-limits.yaml <<<"$conffiles"
 check "sudoers rule is a conffile" grep -qx /etc/sudoers.d/mlc <<<"$conffiles"
 check "mlc-users group" getent group mlc-users
+check "mlc-admins group (the default policy's admins)" getent group mlc-admins
 check "man page" bash -c "zcat /usr/share/man/man1/mlc.1.gz | grep -q '^\.TH mlc 1'"
 check "bash completion" bash --norc --noprofile -c '
   source /usr/share/bash-completion/completions/mlc-create
