@@ -17,6 +17,7 @@ import (
 	"github.com/mlc-lab/mlc/config"
 	"github.com/mlc-lab/mlc/engine"
 	"github.com/mlc-lab/mlc/errs"
+	"github.com/mlc-lab/mlc/gpualloc"
 	"github.com/mlc-lab/mlc/limits"
 	"github.com/mlc-lab/mlc/paths"
 )
@@ -39,6 +40,10 @@ type Allocator interface {
 	// if they were released while it was stopped, under the same quota and
 	// wait-queue rules as a create (quota is the owner's gpus limit).
 	EnsureHeld(ctx context.Context, c engine.Container, quota int, quotaFrom string) error
+	// Status is every GPU, its holders and the wait queue.
+	Status(ctx context.Context) (gpualloc.Status, error)
+	// Reconcile repairs the ledger against the containers that exist.
+	Reconcile(ctx context.Context, o gpualloc.ReconcileOptions) (gpualloc.Report, error)
 }
 
 // ClaimRequest asks for GPUs.

@@ -211,11 +211,10 @@ func (m *Manager) ReleaseGPUs(ctx context.Context, a Actor, name string) (int, e
 // GPUStatus is every GPU with its holders and the wait queue, as the caller
 // may see it: a non-admin sees other users' holders by user only.
 func (m *Manager) GPUStatus(ctx context.Context, a Actor) (gpualloc.Status, error) {
-	g, ok := m.GPUs.(*LedgerGPUs)
-	if !ok || g == nil {
+	if m.GPUs == nil {
 		return gpualloc.Status{}, errs.New(errs.Unavailable, "this server has no GPU ledger")
 	}
-	st, err := g.Status(ctx)
+	st, err := m.GPUs.Status(ctx)
 	if err != nil {
 		return st, err
 	}
@@ -227,8 +226,7 @@ func (m *Manager) GPUStatus(ctx context.Context, a Actor) (gpualloc.Status, erro
 // refused when it could not be audited; a change that was made but could not
 // be audited is returned with an error of kind State.
 func (m *Manager) ReconcileGPUs(ctx context.Context, a Actor, o gpualloc.ReconcileOptions) (gpualloc.Report, error) {
-	g, ok := m.GPUs.(*LedgerGPUs)
-	if !ok || g == nil {
+	if m.GPUs == nil {
 		return gpualloc.Report{}, errs.New(errs.Unavailable, "this server has no GPU ledger")
 	}
 	if !a.Caller.Admin && !o.DryRun {
@@ -241,7 +239,7 @@ func (m *Manager) ReconcileGPUs(ctx context.Context, a Actor, o gpualloc.Reconci
 			return gpualloc.Report{}, err
 		}
 	}
-	rep, err := g.Reconcile(ctx, o)
+	rep, err := m.GPUs.Reconcile(ctx, o)
 	if err != nil {
 		return rep, err
 	}

@@ -40,15 +40,11 @@ func ProcessEnv() Env {
 
 // Current works out the caller from env, and whether they are an admin under cfg.
 func Current(cfg *config.Config, env Env) (*Caller, error) {
-	uid := env.UID
-	via := false
-	if env.EUID == 0 && env.UID == 0 && env.SudoUID != "" {
-		n, err := strconv.Atoi(env.SudoUID)
-		if err != nil || n < 0 {
-			return nil, errs.New(errs.Permission, "SUDO_UID %q is not a uid", env.SudoUID)
-		}
-		uid, via = n, true
+	uid, err := env.CallerUID()
+	if err != nil {
+		return nil, err
 	}
+	via := env.EUID == 0 && env.UID == 0 && env.SudoUID != ""
 	u, err := user.LookupId(strconv.Itoa(uid))
 	if err != nil {
 		return nil, errs.New(errs.Permission, "uid %d has no user account", uid)
@@ -135,14 +131,15 @@ func (e Env) ForUser() bool {
 
 // CallerUID is the uid mlc acts for, before any policy is read: SUDO_UID's
 // under sudo as root, else the real uid.
-func (e Env) CallerUID() int {
+func (e Env) CallerUID() (int, error) {
 	if e.EUID == 0 && e.UID == 0 && e.SudoUID != "" {
-		if n, err := strconv.Atoi(e.SudoUID); err == nil && n >= 0 {
-			return n
+		n, err := strconv.Atoi(e.SudoUID)
+		if err != nil || n < 0 {
+			return -1, errs.New(errs.Permission, "SUDO_UID %q is not a uid", e.SudoUID)
 		}
-		return -1
+		return n, nil
 	}
-	return e.UID
+	return e.UID, nil
 }
 
 // UIDGID is "uid:gid", as docker's --user takes it.

@@ -89,7 +89,11 @@ Examples:
 					var cfg *config.Config
 					var err error
 					if f := c.Args().First(); f != "" {
-						cfg, err = limits.CheckFile(s.ctx, paths.Runner{}, identity.ProcessEnv().CallerUID(), f)
+						uid, uerr := identity.ProcessEnv().CallerUID()
+						if uerr != nil {
+							return uerr
+						}
+						cfg, err = limits.CheckFile(s.ctx, paths.Runner{}, uid, f)
 					} else if err = s.setup(c); err == nil {
 						cfg = s.cfg
 					} else if !errs.Is(err, errs.Config) {

@@ -48,30 +48,8 @@ func idOf(st *unix.Stat_t) ID { return ID{Dev: uint64(st.Dev), Ino: st.Ino} }
 // any symbolic link on the way (the last component included), and returns
 // the identity of the directory it names. It reads nothing but the names.
 func Walk(p string) (ID, error) {
-	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
-		return ID{}, fmt.Errorf("%s: not an absolute clean path", p)
-	}
-	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return ID{}, err
-	}
-	for _, part := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
-		if part == "" {
-			continue
-		}
-		next, err := unix.Openat(fd, part, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		unix.Close(fd)
-		if err != nil {
-			return ID{}, err
-		}
-		fd = next
-	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return ID{}, err
-	}
-	return idOf(&st), nil
+	id, _, err := walkOwned(p, nil)
+	return id, err
 }
 
 // Pinned is Walk that also makes sure no one but root can replace any part
@@ -85,17 +63,41 @@ func Walk(p string) (ID, error) {
 //
 // It refuses links anywhere, like Walk, and returns the leaf's identity.
 func Pinned(p string, owner int) (ID, error) {
+	id, leafUID, err := walkOwned(p, func(dir, child *unix.Stat_t, where, part string) error {
+		if dir.Uid != 0 {
+			return fmt.Errorf("%s is not root's, so %s could be replaced", where, part)
+		}
+		if dir.Mode&0o022 != 0 && !(dir.Mode&unix.S_ISVTX != 0 && child.Uid == 0) {
+			return fmt.Errorf("%s is writable by others, so %s could be replaced", where, part)
+		}
+		return nil
+	})
+	if err != nil {
+		return ID{}, err
+	}
+	if leafUID != 0 && int(leafUID) != owner {
+		return ID{}, fmt.Errorf("%s belongs to uid %d", p, leafUID)
+	}
+	return id, nil
+}
+
+// step judges one step of a walk: dir (at where) holds child as part.
+type step func(dir, child *unix.Stat_t, where, part string) error
+
+// walkOwned is the one walk: component by component with O_NOFOLLOW, each
+// step judged by check (when not nil); it returns the leaf's identity and owner.
+func walkOwned(p string, check step) (ID, uint32, error) {
 	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
-		return ID{}, fmt.Errorf("%s: not an absolute clean path", p)
+		return ID{}, 0, fmt.Errorf("%s: not an absolute clean path", p)
 	}
 	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return ID{}, err
+		return ID{}, 0, err
 	}
 	defer func() { unix.Close(fd) }()
 	var dir unix.Stat_t
 	if err := unix.Fstat(fd, &dir); err != nil {
-		return ID{}, err
+		return ID{}, 0, err
 	}
 	where := "/"
 	for _, part := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
@@ -104,26 +106,22 @@ func Pinned(p string, owner int) (ID, error) {
 		}
 		next, err := unix.Openat(fd, part, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return ID{}, err
+			return ID{}, 0, err
 		}
 		unix.Close(fd)
 		fd = next
 		var child unix.Stat_t
 		if err := unix.Fstat(fd, &child); err != nil {
-			return ID{}, err
+			return ID{}, 0, err
 		}
-		if dir.Uid != 0 {
-			return ID{}, fmt.Errorf("%s is not root's, so %s could be replaced", where, part)
-		}
-		if dir.Mode&0o022 != 0 && !(dir.Mode&unix.S_ISVTX != 0 && child.Uid == 0) {
-			return ID{}, fmt.Errorf("%s is writable by others, so %s could be replaced", where, part)
+		if check != nil {
+			if err := check(&dir, &child, where, part); err != nil {
+				return ID{}, 0, err
+			}
 		}
 		dir, where = child, filepath.Join(where, part)
 	}
-	if dir.Uid != 0 && int(dir.Uid) != owner {
-		return ID{}, fmt.Errorf("%s belongs to uid %d", p, dir.Uid)
-	}
-	return idOf(&dir), nil
+	return idOf(&dir), dir.Uid, nil
 }
 
 // Under is whether the clean absolute path p lies at or below root.
