@@ -20,7 +20,7 @@ const (
 type Sample struct {
 	Time time.Time `json:"time"`
 	// Window is the span CPU percentages were measured over.
-	Window     time.Duration   `json:"-"`
+	Window     time.Duration    `json:"-"`
 	Containers []ContainerStats `json:"containers"`
 	GPUs       []GPUStats       `json:"gpus"`
 	// GPUNote says why GPU figures are missing ("" when NVML answered).
@@ -33,20 +33,20 @@ type Sample struct {
 
 // ContainerStats is one container's figures.
 type ContainerStats struct {
-	Name             string  `json:"name"` // the mlc name
-	User             string  `json:"user"`
-	ID               string  `json:"id"`
-	DockerName       string  `json:"docker_name"`
-	State            string  `json:"state"`
-	CPUPercent       float64 `json:"cpu_percent"` // 100 = one CPU busy
-	MemoryBytes      uint64  `json:"memory_bytes"`       // excluding inactive file cache
-	MemoryLimitBytes uint64  `json:"memory_limit_bytes"` // the host's memory where unlimited
-	MemoryPercent    float64 `json:"memory_percent"`
-	Pids             uint64  `json:"pids"`
-	NetRxBytes       uint64  `json:"net_rx_bytes"` // cumulative since the container started
-	NetTxBytes       uint64  `json:"net_tx_bytes"`
-	BlockReadBytes   uint64  `json:"block_read_bytes"`
-	BlockWriteBytes  uint64  `json:"block_write_bytes"`
+	Name             string   `json:"name"` // the mlc name
+	User             string   `json:"user"`
+	ID               string   `json:"id"`
+	DockerName       string   `json:"docker_name"`
+	State            string   `json:"state"`
+	CPUPercent       float64  `json:"cpu_percent"`        // 100 = one CPU busy
+	MemoryBytes      uint64   `json:"memory_bytes"`       // excluding inactive file cache
+	MemoryLimitBytes uint64   `json:"memory_limit_bytes"` // the host's memory where unlimited
+	MemoryPercent    float64  `json:"memory_percent"`
+	Pids             uint64   `json:"pids"`
+	NetRxBytes       uint64   `json:"net_rx_bytes"` // cumulative since the container started
+	NetTxBytes       uint64   `json:"net_tx_bytes"`
+	BlockReadBytes   uint64   `json:"block_read_bytes"`
+	BlockWriteBytes  uint64   `json:"block_write_bytes"`
 	GPUs             []int    `json:"gpus"`      // indices of the GPUs allocated to it
 	GPUUUIDs         []string `json:"gpu_uuids"` // the same GPUs by UUID
 	// GPU figures of the container's own processes; nil where unknown (no
