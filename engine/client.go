@@ -71,6 +71,25 @@ type Engine interface {
 	// RemoveNetwork removes an mlc network no container is on; in use is
 	// errs.Conflict, missing errs.NotFound.
 	RemoveNetwork(ctx context.Context, name string) error
+	// ListAll returns every container of the engine, mlc's or not (ID, name,
+	// state, labels): what a GPU process's container id is confirmed against.
+	ListAll(ctx context.Context) ([]Container, error)
+	// Runtime is what the monitor needs of one container: its init process's
+	// host pid (0 when not running), start time and writable layer.
+	Runtime(ctx context.Context, id string) (Runtime, error)
+	// LayerSize is the size of the container's writable layer as the engine
+	// computes it (slow: the engine walks the layer); used only where the
+	// storage driver has no upper directory to measure.
+	LayerSize(ctx context.Context, id string) (int64, error)
+}
+
+// Runtime is a container's process and storage facts.
+type Runtime struct {
+	Pid       int
+	StartedAt time.Time
+	// UpperDir is the host directory of the writable layer (overlay2's
+	// UpperDir); "" for other storage drivers.
+	UpperDir string
 }
 
 // Client is the Engine backed by the Docker SDK.
@@ -222,6 +241,55 @@ func (c *Client) List(ctx context.Context, user string) ([]Container, error) {
 		out = append(out, ct)
 	}
 	return out, nil
+}
+
+// ListAll implements Engine.
+func (c *Client) ListAll(ctx context.Context) ([]Container, error) {
+	list, err := c.api.ContainerList(ctx, container.ListOptions{All: true})
+	if err != nil {
+		return nil, c.classify(err, "listing containers")
+	}
+	out := make([]Container, 0, len(list))
+	for _, s := range list {
+		ct := Container{ID: s.ID, Image: s.Image, State: s.State, Status: s.Status,
+			Created: time.Unix(s.Created, 0), Labels: s.Labels}
+		if len(s.Names) > 0 {
+			ct.Name = strings.TrimPrefix(s.Names[0], "/")
+		}
+		out = append(out, ct)
+	}
+	return out, nil
+}
+
+// Runtime implements Engine.
+func (c *Client) Runtime(ctx context.Context, id string) (Runtime, error) {
+	r, err := c.api.ContainerInspect(ctx, id)
+	if err != nil {
+		return Runtime{}, c.classify(err, "inspecting "+short(id))
+	}
+	var rt Runtime
+	if r.State != nil {
+		if r.State.Running {
+			rt.Pid = r.State.Pid
+		}
+		rt.StartedAt, _ = time.Parse(time.RFC3339Nano, r.State.StartedAt)
+	}
+	if r.GraphDriver.Name == "overlay2" || r.GraphDriver.Name == "overlay" {
+		rt.UpperDir = r.GraphDriver.Data["UpperDir"]
+	}
+	return rt, nil
+}
+
+// LayerSize implements Engine.
+func (c *Client) LayerSize(ctx context.Context, id string) (int64, error) {
+	r, _, err := c.api.ContainerInspectWithRaw(ctx, id, true)
+	if err != nil {
+		return 0, c.classify(err, "inspecting "+short(id))
+	}
+	if r.SizeRw == nil {
+		return 0, errs.New(errs.Unavailable, "the engine gave no size for %s", short(id))
+	}
+	return *r.SizeRw, nil
 }
 
 // SetRestart implements Engine.

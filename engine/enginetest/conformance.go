@@ -59,6 +59,7 @@ func Run(t *testing.T, newEngine func(t *testing.T) engine.Engine) {
 		{"NetworkDefaultPool", testNetworkDefaultPool},
 		{"SetRestart", testSetRestart},
 		{"SecurityOptions", testSecurityOptions},
+		{"ListAllAndRuntime", testListAllAndRuntime},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.fn(newSuite(t, newEngine(t)))
@@ -574,5 +575,55 @@ func testSecurityOptions(s *suite) {
 		if !strings.HasPrefix(o, "name=") {
 			s.Errorf("option %q: want name=...", o)
 		}
+	}
+}
+
+// testListAllAndRuntime: ListAll shows containers mlc did not make, which
+// List never does; Runtime gives a pid only while the container runs.
+func testListAllAndRuntime(s *suite) {
+	managed := s.spec()
+	mid := s.create(managed)
+	foreign := s.spec()
+	delete(foreign.Labels, engine.LabelManaged)
+	fid := s.create(foreign)
+	all, err := s.eng.ListAll(s.ctx)
+	if err != nil {
+		s.Fatalf("ListAll: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, c := range all {
+		seen[c.ID] = true
+	}
+	if !seen[mid] || !seen[fid] {
+		s.Fatalf("ListAll misses the managed (%v) or the foreign (%v) container", seen[mid], seen[fid])
+	}
+	list, err := s.eng.List(s.ctx, s.user)
+	if err != nil {
+		s.Fatal(err)
+	}
+	for _, c := range list {
+		if c.ID == fid {
+			s.Fatalf("List shows the foreign container")
+		}
+	}
+	rt, err := s.eng.Runtime(s.ctx, mid)
+	if err != nil || rt.Pid != 0 {
+		s.Fatalf("Runtime of a created container: pid %d, %v; want 0", rt.Pid, err)
+	}
+	if err := s.eng.Start(s.ctx, mid); err != nil {
+		s.Fatal(err)
+	}
+	rt, err = s.eng.Runtime(s.ctx, mid)
+	if err != nil || rt.Pid <= 0 || rt.StartedAt.IsZero() {
+		s.Fatalf("Runtime of a running container: %+v, %v", rt, err)
+	}
+	if err := s.eng.Stop(s.ctx, mid, 1); err != nil {
+		s.Fatal(err)
+	}
+	if rt, err = s.eng.Runtime(s.ctx, mid); err != nil || rt.Pid != 0 {
+		s.Fatalf("Runtime of a stopped container: pid %d, %v; want 0", rt.Pid, err)
+	}
+	if _, err := s.eng.Runtime(s.ctx, "no-such-container-"+s.run); !errs.Is(err, errs.NotFound) {
+		s.Fatalf("Runtime of a missing container: %v; want NotFound", err)
 	}
 }

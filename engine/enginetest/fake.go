@@ -84,6 +84,9 @@ type fakeCtr struct {
 	started  time.Time     // of the last start
 	finished time.Time     // of the last stop
 	network  string        // name of the network it is configured with
+	pid      int           // SetRuntime's host pid while running
+	upper    string        // SetRuntime's upper directory
+	size     int64         // SetRuntime's layer size
 }
 
 var _ engine.Engine = (*Fake)(nil)
@@ -113,6 +116,32 @@ func New() *Fake {
 }
 
 // ---- scripting ----
+
+// AddForeign adds a running container mlc did not make (no mlc.managed
+// label), as another tool on the server would; it returns its id.
+func (f *Fake) AddForeign(name string, labels map[string]string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seq++
+	id := fmt.Sprintf("%064x", 0xf0000000+f.seq)
+	f.ctrs[id] = &fakeCtr{c: engine.Container{ID: id, Name: name, Image: Image, State: "running",
+		Created: time.Now(), Labels: copyMap(labels)}, started: time.Now(), network: "bridge"}
+	f.order = append(f.order, id)
+	return id
+}
+
+// SetRuntime sets what Runtime and LayerSize say of container id: the host
+// pid of its init process while it runs, its upper directory and its layer
+// size. It reports whether the container exists.
+func (f *Fake) SetRuntime(id string, pid int, upperDir string, size int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.ctrs[id]
+	if ok {
+		c.pid, c.upper, c.size = pid, upperDir, size
+	}
+	return ok
+}
 
 // FailNext makes the next call of method (an engine.Engine method name:
 // "Start", "Create", "List", ...) return err instead of doing anything.
@@ -630,6 +659,58 @@ func (f *Fake) List(_ context.Context, user string) ([]engine.Container, error) 
 		out = append(out, f.view(c))
 	}
 	return out, nil
+}
+
+// ListAll implements engine.Engine: every container, newest first.
+func (f *Fake) ListAll(context.Context) ([]engine.Container, error) {
+	err := f.enter("ListAll")
+	defer f.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	out := []engine.Container{}
+	for i := len(f.order) - 1; i >= 0; i-- {
+		v := f.view(f.ctrs[f.order[i]])
+		v.Mounts, v.Ports = nil, nil
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Runtime implements engine.Engine: the pid SetRuntime gave while running
+// (one no process has where none was given; 0 when not running), the last start time and the upper directory.
+func (f *Fake) Runtime(_ context.Context, id string) (engine.Runtime, error) {
+	err := f.enter("Runtime")
+	defer f.mu.Unlock()
+	if err != nil {
+		return engine.Runtime{}, err
+	}
+	c, err := f.find(id, "inspecting "+short(id))
+	if err != nil {
+		return engine.Runtime{}, err
+	}
+	rt := engine.Runtime{StartedAt: c.started, UpperDir: c.upper}
+	if c.c.State == "running" {
+		rt.Pid = c.pid
+		if rt.Pid == 0 {
+			rt.Pid = 1 << 22 // above pid_max's default: no such process
+		}
+	}
+	return rt, nil
+}
+
+// LayerSize implements engine.Engine: the size SetRuntime gave.
+func (f *Fake) LayerSize(_ context.Context, id string) (int64, error) {
+	err := f.enter("LayerSize")
+	defer f.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	c, err := f.find(id, "inspecting "+short(id))
+	if err != nil {
+		return 0, err
+	}
+	return c.size, nil
 }
 
 // view is c as listed: a copy, with the engine's status words, bind mounts,
