@@ -104,8 +104,17 @@ type GPU struct {
 type Cleanup struct {
 	IdleCPUPercent     float64  // below this average CPU a container is idle
 	IdleGPUPercent     float64  // below this average GPU use a container is idle
+	IdleNetBytes       Size     // below this much traffic (in + out) per sample interval a container is idle
 	RemoveStoppedAfter Duration // remove containers stopped this long; never = keep
 	PruneImages        bool     // prune dangling images
+}
+
+// Monitor is the monitor section: the usage history and the exporter.
+type Monitor struct {
+	Retention   Duration // history older than this is deleted; never = kept
+	Interval    Duration // how often `mlc monitor serve` samples
+	Listen      string   // the exporter's address, host:port
+	StatsWindow Duration // the span `mlc stats` measures CPU over
 }
 
 // Config is a loaded policy.
@@ -118,6 +127,7 @@ type Config struct {
 	Images        []Image
 	GPU           GPU
 	Cleanup       Cleanup
+	Monitor       Monitor
 	Protected     []string
 	Admins        []string
 	StateDir      string

@@ -117,6 +117,12 @@ func TestErrors(t *testing.T) {
 		{"policy conflict", "defaults:\n  max_containers: 2\npolicies:\n  max_containers_per_user: 3\n", "disagree"},
 		{"bool type", "policies:\n  allow_root: yes please\n", "p.yaml:2: policies.allow_root: expected true or false"},
 		{"cleanup percent", "cleanup:\n  idle_cpu_percent: 150\n", "p.yaml:2: cleanup.idle_cpu_percent: must be between 0 and 100"},
+		{"idle net", "cleanup:\n  idle_net_bytes: lots\n", "p.yaml:2: cleanup.idle_net_bytes: "},
+		{"monitor key", "monitor:\n  retain: 3d\n", "p.yaml:2: monitor: unknown key \"retain\" (known: retention, interval, listen, stats_window)"},
+		{"monitor interval", "monitor:\n  interval: 10ms\n", "p.yaml:2: monitor.interval: must be between 1s and 1d"},
+		{"monitor window", "monitor:\n  stats_window: 1m\n", "p.yaml:2: monitor.stats_window: must be between 50ms and 5s"},
+		{"monitor listen", "monitor:\n  listen: 9101\n", "p.yaml:2: monitor.listen: \"9101\" is not HOST:PORT (like 127.0.0.1:9101)"},
+		{"monitor listen port", "monitor:\n  listen: \"127.0.0.1:99999\"\n", "p.yaml:2: monitor.listen: \"127.0.0.1:99999\" is not HOST:PORT"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -85,7 +86,9 @@ func Parse(name string, data []byte) (*Config, error) {
 			Mode: "exclusive", MaxPerGPU: 1, Strategy: "spread", Runtime: "nvidia",
 			HoldAfterStop: Never, PendingTimeout: Duration{D: 5 * 60e9},
 		},
-		Cleanup:  Cleanup{IdleCPUPercent: 5, IdleGPUPercent: 5, RemoveStoppedAfter: Never},
+		Cleanup: Cleanup{IdleCPUPercent: 5, IdleGPUPercent: 5, IdleNetBytes: 1 << 20, RemoveStoppedAfter: Never},
+		Monitor: Monitor{Retention: Duration{D: 30 * 24 * time.Hour}, Interval: Duration{D: 30 * time.Second},
+			Listen: "127.0.0.1:9101", StatsWindow: Duration{D: 250 * time.Millisecond}},
 		StateDir: "/var/lib/mlc",
 		AuditLog: "/var/log/mlc/audit.jsonl",
 	}
@@ -105,6 +108,8 @@ func Parse(name string, data []byte) (*Config, error) {
 			p.gpu(v, &c.GPU)
 		case "cleanup":
 			p.cleanup(v, &c.Cleanup)
+		case "monitor":
+			p.monitor(v, &c.Monitor)
 		case "protected":
 			c.Protected = p.strList(v, "protected")
 			for i, pat := range c.Protected {
@@ -124,7 +129,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		case "audit_log":
 			c.AuditLog = p.absPath(v, "audit_log")
 		default:
-			p.errf(k, "unknown key %s (known: defaults, groups, user_overrides, policies, images, gpu, cleanup, protected, admins, state_dir, audit_log)", excerpt(k.Value))
+			p.errf(k, "unknown key %s (known: defaults, groups, user_overrides, policies, images, gpu, cleanup, monitor, protected, admins, state_dir, audit_log)", excerpt(k.Value))
 		}
 	})
 	p.crossCheck(c)
@@ -636,6 +641,10 @@ func (p *parser) cleanup(n *yaml.Node, cl *Cleanup) {
 					cl.IdleGPUPercent = x
 				}
 			}
+		case "idle_net_bytes":
+			if b, ok := p.size(v, w); ok {
+				cl.IdleNetBytes = b
+			}
 		case "remove_stopped_after":
 			if d, ok := p.duration(v, w); ok {
 				cl.RemoveStoppedAfter = d
@@ -643,7 +652,48 @@ func (p *parser) cleanup(n *yaml.Node, cl *Cleanup) {
 		case "prune_images":
 			cl.PruneImages = p.boolean(v, w)
 		default:
-			p.errf(k, "cleanup: unknown key %s (known: idle_cpu_percent, idle_gpu_percent, remove_stopped_after, prune_images)", excerpt(k.Value))
+			p.errf(k, "cleanup: unknown key %s (known: idle_cpu_percent, idle_gpu_percent, idle_net_bytes, remove_stopped_after, prune_images)", excerpt(k.Value))
+		}
+	})
+}
+
+func (p *parser) monitor(n *yaml.Node, m *Monitor) {
+	p.mapping(n, "monitor", func(k, v *yaml.Node) {
+		w := "monitor." + short(k.Value)
+		switch k.Value {
+		case "retention":
+			if d, ok := p.duration(v, w); ok {
+				m.Retention = d
+			}
+		case "interval", "stats_window":
+			d, ok := p.duration(v, w)
+			if !ok {
+				return
+			}
+			lo, hi := time.Second, 24*time.Hour
+			if k.Value == "stats_window" {
+				lo, hi = 50*time.Millisecond, 5*time.Second
+			}
+			if d.Never || d.D < lo || d.D > hi {
+				p.errf(v, "%s: must be between %s and %s", w, Duration{D: lo}, Duration{D: hi})
+				return
+			}
+			if k.Value == "interval" {
+				m.Interval = d
+			} else {
+				m.StatsWindow = d
+			}
+		case "listen":
+			if s, ok := p.str(v, w); ok {
+				host, port, err := net.SplitHostPort(s)
+				if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 || host == "" {
+					p.errf(v, "%s: %s is not HOST:PORT (like 127.0.0.1:9101)", w, excerpt(s))
+					return
+				}
+				m.Listen = s
+			}
+		default:
+			p.errf(k, "monitor: unknown key %s (known: retention, interval, listen, stats_window)", excerpt(k.Value))
 		}
 	})
 }
