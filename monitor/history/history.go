@@ -1,0 +1,292 @@
+// Package history keeps mlc's usage history: one row set per Sample of every
+// managed container and every GPU, in an SQLite file of its own in the state
+// directory (apart from the GPU ledger, so sampling never waits on an
+// allocation), and sums it into usage reports and per-container activity
+// for idle cleanup.
+//
+// `mlc monitor sample` (cron) and `mlc monitor serve` may record at the same
+// time: every Record is one BEGIN IMMEDIATE transaction, and a writer waits
+// up to the busy timeout for another's.
+package history
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+
+	"github.com/mlc-lab/mlc/errs"
+)
+
+// DefaultMaxGap caps the interval a sample stands for: when cron did not run
+// for hours, the first sample after it must not count as hours of use.
+const DefaultMaxGap = 10 * time.Minute
+
+// BusyTimeout is how long a writer waits for another's transaction.
+const BusyTimeout = 10 * time.Second
+
+// DB is the history database.
+type DB struct {
+	db   *sql.DB
+	path string
+	// MaxGap caps the interval of a sample (DefaultMaxGap after Open).
+	MaxGap time.Duration
+}
+
+// migrations are applied in order; PRAGMA user_version is their count, so a
+// later mlc appends one and older files are brought forward on Open.
+//
+// Times are Unix milliseconds. Utilisations are percent, NULL where unknown
+// (no NVML, fake GPUs, MIG). Busy flags are 0/1, NULL where unknown.
+var migrations = []string{
+	`CREATE TABLE samples (
+		id             INTEGER PRIMARY KEY AUTOINCREMENT,
+		time_ms        INTEGER NOT NULL,
+		interval_ms    INTEGER NOT NULL, -- since the previous sample, capped at MaxGap; 0 for the first
+		busy_cpu_pct   REAL    NOT NULL, -- the Busy thresholds the flags below were computed with
+		busy_gpu_pct   REAL    NOT NULL,
+		busy_net_bytes INTEGER NOT NULL,
+		gpu_note       TEXT    NOT NULL DEFAULT ''
+	);
+	CREATE INDEX samples_by_time ON samples (time_ms);
+	CREATE TABLE containers (
+		sample_id          INTEGER NOT NULL REFERENCES samples(id),
+		container_id       TEXT    NOT NULL,
+		name               TEXT    NOT NULL,
+		user               TEXT    NOT NULL,
+		running            INTEGER NOT NULL,
+		cpu_percent        REAL    NOT NULL,
+		memory_bytes       INTEGER NOT NULL,
+		memory_limit_bytes INTEGER NOT NULL,
+		pids               INTEGER NOT NULL,
+		net_rx_bytes       INTEGER NOT NULL, -- deltas over the sample's interval
+		net_tx_bytes       INTEGER NOT NULL,
+		n_gpus             INTEGER NOT NULL,
+		gpu_uuids          TEXT    NOT NULL, -- comma-separated
+		gpu_util_percent   REAL,             -- its own processes, all its GPUs
+		gpu_memory_bytes   INTEGER,
+		busy               INTEGER NOT NULL
+	);
+	CREATE INDEX containers_by_sample ON containers (sample_id);
+	CREATE INDEX containers_by_id ON containers (container_id);
+	CREATE TABLE container_gpus (
+		sample_id    INTEGER NOT NULL REFERENCES samples(id),
+		container_id TEXT    NOT NULL,
+		user         TEXT    NOT NULL,
+		running      INTEGER NOT NULL,
+		gpu_index    INTEGER NOT NULL, -- -1 where unknown
+		gpu_uuid     TEXT    NOT NULL,
+		util_percent REAL,             -- the container's own processes on this GPU
+		busy         INTEGER           -- util_percent >= busy_gpu_pct
+	);
+	CREATE INDEX container_gpus_by_sample ON container_gpus (sample_id);
+	CREATE TABLE gpus (
+		sample_id         INTEGER NOT NULL REFERENCES samples(id),
+		gpu_index         INTEGER NOT NULL,
+		gpu_uuid          TEXT    NOT NULL,
+		name              TEXT    NOT NULL,
+		util_percent      REAL,             -- the device
+		memory_used_bytes INTEGER NOT NULL,
+		memory_total_bytes INTEGER NOT NULL,
+		mig               INTEGER NOT NULL,
+		busy              INTEGER,          -- util_percent >= busy_gpu_pct
+		allocated         INTEGER NOT NULL, -- some container holds it
+		unattributed      INTEGER NOT NULL  -- a host or foreign process is on it
+	);
+	CREATE INDEX gpus_by_sample ON gpus (sample_id);
+	CREATE TABLE unattributed (
+		sample_id    INTEGER NOT NULL REFERENCES samples(id),
+		gpu_index    INTEGER NOT NULL,
+		gpu_uuid     TEXT    NOT NULL,
+		pid          INTEGER NOT NULL,
+		owner        TEXT    NOT NULL, -- host or foreign
+		uid          INTEGER NOT NULL,
+		memory_bytes INTEGER NOT NULL,
+		command      TEXT    NOT NULL
+	);
+	CREATE INDEX unattributed_by_sample ON unattributed (sample_id);
+	CREATE TABLE users (
+		sample_id        INTEGER NOT NULL REFERENCES samples(id),
+		user             TEXT    NOT NULL,
+		containers       INTEGER NOT NULL,
+		running          INTEGER NOT NULL,
+		cpu_percent      REAL    NOT NULL,
+		memory_bytes     INTEGER NOT NULL,
+		gpus             INTEGER NOT NULL,
+		gpu_memory_bytes INTEGER NOT NULL
+	);
+	CREATE INDEX users_by_sample ON users (sample_id);
+	-- The last cumulative network counters seen per container, for deltas.
+	CREATE TABLE net_counters (
+		container_id TEXT    PRIMARY KEY,
+		started_ms   INTEGER NOT NULL,
+		rx_bytes     INTEGER NOT NULL,
+		tx_bytes     INTEGER NOT NULL,
+		seen_ms      INTEGER NOT NULL
+	);`,
+}
+
+// Open opens (creating when missing) the history database at path. The file
+// and SQLite's -wal and -shm files are made 0600, and tightened to it when
+// they exist with a wider mode: the history names every user's containers.
+func Open(path string) (*DB, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, errs.Wrap(errs.State, err, "state directory %s cannot be created", dir)
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return nil, errs.New(errs.State, "usage history %s is a directory", path)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, errs.Wrap(errs.State, err, "usage history %s cannot be opened", path)
+	}
+	f.Close()
+	// SQLite creates -wal and -shm with the database's mode; ones left over
+	// from a wider database are tightened with it.
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := tighten(p, 0o600); err != nil && !os.IsNotExist(err) {
+			return nil, errs.Wrap(errs.State, err, "usage history %s", p)
+		}
+	}
+	dsn := fmt.Sprintf("file:%s?_journal_mode=WAL&_busy_timeout=%d&_txlock=immediate&_synchronous=NORMAL",
+		path, BusyTimeout.Milliseconds())
+	sdb, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, errs.Wrap(errs.State, err, "usage history %s", path)
+	}
+	sdb.SetMaxOpenConns(1)
+	db := &DB{db: sdb, path: path, MaxGap: DefaultMaxGap}
+	// Setting WAL on a new file takes an exclusive lock, and SQLite answers
+	// BUSY at once, without waiting, while another mlc is doing the same:
+	// connecting is retried within the busy timeout.
+	deadline := time.Now().Add(BusyTimeout)
+	for {
+		err = sdb.Ping()
+		if err == nil {
+			err = db.migrate()
+		}
+		if err == nil {
+			return db, nil
+		}
+		var se sqlite3.Error
+		if !errors.As(err, &se) || (se.Code != sqlite3.ErrBusy && se.Code != sqlite3.ErrLocked) || time.Now().After(deadline) {
+			sdb.Close()
+			return nil, db.classify(err, "opening")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// tighten clears the mode bits of path beyond max.
+func tighten(path string, max os.FileMode) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.Mode().Perm()&^max == 0 {
+		return nil
+	}
+	return os.Chmod(path, st.Mode().Perm()&max)
+}
+
+// Close closes the database.
+func (db *DB) Close() error { return db.db.Close() }
+
+// Path is the database file.
+func (db *DB) Path() string { return db.path }
+
+func (db *DB) migrate() error {
+	return db.tx(func(tx *sql.Tx) error {
+		var v int
+		if err := tx.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
+			return err
+		}
+		if v > len(migrations) {
+			return fmt.Errorf("usage history schema version %d is newer than this mlc knows (%d)", v, len(migrations))
+		}
+		for i := v; i < len(migrations); i++ {
+			if _, err := tx.Exec(migrations[i]); err != nil {
+				return fmt.Errorf("migration %d: %w", i+1, err)
+			}
+		}
+		_, err := tx.Exec(`PRAGMA user_version = ` + strconv.Itoa(len(migrations)))
+		return err
+	})
+}
+
+// tx runs fn in one BEGIN IMMEDIATE transaction (the DSN's _txlock).
+func (db *DB) tx(fn func(*sql.Tx) error) error {
+	tx, err := db.db.Begin()
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// read runs fn on one connection inside a deferred (read) transaction, so a
+// report's queries see one state of the file without taking the write lock.
+func (db *DB) read(fn func(q querier) error) error {
+	ctx := context.Background()
+	c, err := db.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.ExecContext(ctx, `BEGIN DEFERRED`); err != nil {
+		return err
+	}
+	err = fn(connQuerier{c})
+	if _, rerr := c.ExecContext(ctx, `ROLLBACK`); err == nil && rerr != nil {
+		err = rerr
+	}
+	return err
+}
+
+type querier interface {
+	Query(query string, args ...any) (*sql.Rows, error)
+	QueryRow(query string, args ...any) *sql.Row
+}
+
+type connQuerier struct{ c *sql.Conn }
+
+func (q connQuerier) Query(query string, args ...any) (*sql.Rows, error) {
+	return q.c.QueryContext(context.Background(), query, args...)
+}
+
+func (q connQuerier) QueryRow(query string, args ...any) *sql.Row {
+	return q.c.QueryRowContext(context.Background(), query, args...)
+}
+
+// classify turns SQLite failures into errors a person can act on.
+func (db *DB) classify(err error, what string) error {
+	if err == nil {
+		return nil
+	}
+	var e *errs.Error
+	if errors.As(err, &e) {
+		return err
+	}
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		switch se.Code {
+		case sqlite3.ErrBusy, sqlite3.ErrLocked:
+			return errs.New(errs.State, "usage history %s is locked by another mlc for more than %v; try again", db.path, BusyTimeout)
+		case sqlite3.ErrNotADB, sqlite3.ErrCorrupt:
+			return errs.New(errs.State, "usage history %s is corrupt or not an SQLite database: move it away (a new one is started)", db.path)
+		case sqlite3.ErrPerm, sqlite3.ErrReadonly, sqlite3.ErrCantOpen, sqlite3.ErrAuth:
+			return errs.New(errs.State, "usage history %s cannot be written (%v)", db.path, se.Code)
+		}
+	}
+	return errs.Wrap(errs.State, err, "usage history %s: %s", db.path, what)
+}
