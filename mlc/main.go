@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -203,6 +205,10 @@ func normalize(app *cli.App, args []string) ([]string, error) {
 			if n == 0 {
 				n = 1 // unknown: leave it for cli to report
 			}
+			if o := optional(leaf.Flags, a); o != nil && n == 1 && !strings.Contains(a, "=") {
+				flags = append(flags, a+"="+o.bare)
+				continue
+			}
 			flags = append(flags, rest[i:min(i+n, len(rest))]...)
 			i += n - 1
 			continue
@@ -213,6 +219,22 @@ func normalize(app *cli.App, args []string) ([]string, error) {
 	out = append(out, path...)
 	out = append(out, flags...)
 	return append(out, pos...), nil
+}
+
+// optional is the optional-value flag a names among flags, or nil.
+func optional(flags []cli.Flag, a string) *optionalValue {
+	name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+	for _, f := range flags {
+		if o, ok := f.(*optionalValue); ok && slices.Contains(f.Names(), name) {
+			return o
+		}
+	}
+	return nil
+}
+
+func isNumber(s string) bool {
+	_, err := strconv.ParseFloat(s, 64)
+	return err == nil && !strings.ContainsAny(s, "xXpPnN")
 }
 
 func isConfigFlag(a string) bool {
@@ -233,6 +255,12 @@ func flagWidth(flags []cli.Flag, args []string) int {
 				return 1
 			}
 			if _, isBool := f.(*cli.BoolFlag); isBool {
+				return 1
+			}
+			if _, opt := f.(*optionalValue); opt {
+				if len(args) > 1 && isNumber(args[1]) {
+					return 2
+				}
 				return 1
 			}
 			if len(args) < 2 {
@@ -285,6 +313,8 @@ Examples:
 		},
 		DisableSliceFlagSeparator: true,
 		Commands: append(containerCommands(s),
+			statsCommand(s),
+			topCommand(s),
 			gpuCommand(s),
 			limitsCommand(s),
 			versionCommand(s),

@@ -136,8 +136,10 @@ func (s *session) actor(c *cli.Context) (containers.Actor, error) {
 	return containers.For(s.caller, target)
 }
 
-func (s *session) json(v any) error {
-	enc := json.NewEncoder(s.out)
+func (s *session) json(v any) error { return jsonTo(s.out, v) }
+
+func jsonTo(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

@@ -22,12 +22,13 @@ type Sample struct {
 	// Window is the span CPU percentages were measured over.
 	Window     time.Duration    `json:"-"`
 	Containers []ContainerStats `json:"containers"`
-	GPUs       []GPUStats       `json:"gpus"`
+	GPUs       []GPUStats       `json:"gpus,omitempty"` // devices (mlc top, monitor)
 	// GPUNote says why GPU figures are missing ("" when NVML answered).
 	GPUNote string `json:"gpu_note,omitempty"`
 	// Unattributed are GPU processes that belong to no mlc container: host
-	// processes and foreign containers' processes. Filled for admins only.
-	Unattributed []GPUProcess `json:"unattributed_gpu_processes"`
+	// processes and foreign containers' processes. Filled for admins only;
+	// absent when there are none.
+	Unattributed []GPUProcess `json:"unattributed_gpu_processes,omitempty"`
 	Users        []UserTotals `json:"users"`
 }
 
