@@ -315,6 +315,8 @@ Examples:
 		Commands: append(containerCommands(s),
 			statsCommand(s),
 			topCommand(s),
+			monitorCommand(s),
+			reportCommand(s),
 			gpuCommand(s),
 			limitsCommand(s),
 			versionCommand(s),

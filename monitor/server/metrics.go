@@ -164,7 +164,9 @@ func (e exporter) Collect(ch chan<- prometheus.Metric) {
 		gauge(mUserCPU, u.CPUPercent, u.User)
 		gauge(mUserMem, float64(u.MemoryBytes), u.User)
 		gauge(mUserGPUs, float64(u.GPUs), u.User)
-		gauge(mUserGPUMem, float64(u.GPUMemoryBytes), u.User)
+		if s.GPUNote == "" {
+			gauge(mUserGPUMem, float64(u.GPUMemoryBytes), u.User)
+		}
 		gauge(mUserCtrs, float64(u.Containers), u.User)
 	}
 }
