@@ -37,6 +37,8 @@ type DB struct {
 	path string
 	// MaxGap caps the interval of a sample (DefaultMaxGap after Open).
 	MaxGap time.Duration
+	// trace, where set, sees every statement of Record and the reads.
+	trace func(query string, args []any)
 }
 
 // migrations are applied in order; PRAGMA user_version is their count, so a
@@ -130,7 +132,37 @@ var migrations = []string{
 		tx_bytes     INTEGER NOT NULL,
 		seen_ms      INTEGER NOT NULL
 	);`,
+	// 2: per-container activity kept up to date by Record, so Activity reads
+	// one row per container instead of every sample; the indexes every query
+	// of Record needs at 30 days of samples (a container's samples by id and
+	// sample, for pruning; net counters by time).
+	`CREATE TABLE activity (
+		container_id  TEXT    PRIMARY KEY,
+		name          TEXT    NOT NULL, -- in its latest sample (by time, then sample id)
+		user          TEXT    NOT NULL,
+		first_seen_ms INTEGER NOT NULL,
+		last_seen_ms  INTEGER NOT NULL,
+		last_busy_ms  INTEGER,          -- NULL: never busy
+		samples       INTEGER NOT NULL  -- its rows in containers
+	);
+	DROP INDEX containers_by_id;
+	CREATE INDEX containers_by_id_sample ON containers (container_id, sample_id);
+	CREATE INDEX net_counters_by_seen ON net_counters (seen_ms);
+	` + buildActivity,
 }
+
+// buildActivity fills the empty activity table from the containers rows kept.
+const buildActivity = `INSERT INTO activity (container_id, name, user, first_seen_ms, last_seen_ms, last_busy_ms, samples)
+	SELECT container_id, name, user, first_seen, last_seen, last_busy, n FROM (
+		SELECT c.container_id, c.name, c.user,
+			MIN(s.time_ms) OVER w AS first_seen,
+			MAX(s.time_ms) OVER w AS last_seen,
+			MAX(CASE WHEN c.busy THEN s.time_ms END) OVER w AS last_busy,
+			COUNT(*) OVER w AS n,
+			ROW_NUMBER() OVER (PARTITION BY c.container_id ORDER BY s.time_ms DESC, s.id DESC, c.rowid DESC) AS latest
+		FROM containers c JOIN samples s ON s.id = c.sample_id
+		WINDOW w AS (PARTITION BY c.container_id)
+	) WHERE latest = 1;`
 
 // Open opens (creating when missing) the history database at path. The file
 // and SQLite's -wal and -shm files are made 0600, and tightened to it when
@@ -246,19 +278,55 @@ func (db *DB) read(fn func(q querier) error) error {
 	if _, err := c.ExecContext(ctx, `BEGIN DEFERRED`); err != nil {
 		return err
 	}
-	err = fn(connQuerier{c})
+	err = fn(db.traced(connQuerier{c}))
 	if _, rerr := c.ExecContext(ctx, `ROLLBACK`); err == nil && rerr != nil {
 		err = rerr
 	}
 	return err
 }
 
+// querier is a transaction's statements: *sql.Tx, a read connection, or
+// either traced.
 type querier interface {
+	Exec(query string, args ...any) (sql.Result, error)
 	Query(query string, args ...any) (*sql.Rows, error)
 	QueryRow(query string, args ...any) *sql.Row
 }
 
+// traced is q, reporting each statement to db.trace where it is set (tests
+// check the query plans of everything Record and Activity run).
+func (db *DB) traced(q querier) querier {
+	if db.trace == nil {
+		return q
+	}
+	return tracer{q, db.trace}
+}
+
+type tracer struct {
+	q querier
+	f func(query string, args []any)
+}
+
+func (t tracer) Exec(query string, args ...any) (sql.Result, error) {
+	t.f(query, args)
+	return t.q.Exec(query, args...)
+}
+
+func (t tracer) Query(query string, args ...any) (*sql.Rows, error) {
+	t.f(query, args)
+	return t.q.Query(query, args...)
+}
+
+func (t tracer) QueryRow(query string, args ...any) *sql.Row {
+	t.f(query, args)
+	return t.q.QueryRow(query, args...)
+}
+
 type connQuerier struct{ c *sql.Conn }
+
+func (q connQuerier) Exec(query string, args ...any) (sql.Result, error) {
+	return q.c.ExecContext(context.Background(), query, args...)
+}
 
 func (q connQuerier) Query(query string, args ...any) (*sql.Rows, error) {
 	return q.c.QueryContext(context.Background(), query, args...)

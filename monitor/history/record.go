@@ -39,11 +39,11 @@ type Busy struct {
 // otherwise (restart, counter reset, first sight) it is the current counters
 // when the container started after the previous sample, else 0.
 func (db *DB) Record(s monitor.Sample, busy Busy, retention time.Duration) error {
-	err := db.tx(func(tx *sql.Tx) error { return db.record(tx, s, busy, retention) })
+	err := db.tx(func(tx *sql.Tx) error { return db.record(db.traced(tx), s, busy, retention) })
 	return db.classify(err, "recording a sample")
 }
 
-func (db *DB) record(tx *sql.Tx, s monitor.Sample, busy Busy, retention time.Duration) error {
+func (db *DB) record(tx querier, s monitor.Sample, busy Busy, retention time.Duration) error {
 	now := s.Time.UnixMilli()
 	maxGap := db.MaxGap
 	if maxGap <= 0 {
@@ -121,6 +121,23 @@ func (db *DB) record(tx *sql.Tx, s monitor.Sample, busy Busy, retention time.Dur
 			gpuMem, isBusy); err != nil {
 			return err
 		}
+		var busyMs sql.NullInt64
+		if isBusy {
+			busyMs = sql.NullInt64{Int64: now, Valid: true}
+		}
+		// Name and user follow the latest sample by time, then sample id
+		// (this one has the highest id).
+		if _, err := tx.Exec(`INSERT INTO activity (container_id, name, user, first_seen_ms, last_seen_ms,
+			last_busy_ms, samples) VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (container_id) DO UPDATE SET
+			name = CASE WHEN excluded.last_seen_ms >= last_seen_ms THEN excluded.name ELSE name END,
+			user = CASE WHEN excluded.last_seen_ms >= last_seen_ms THEN excluded.user ELSE user END,
+			first_seen_ms = MIN(first_seen_ms, excluded.first_seen_ms),
+			last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms),
+			last_busy_ms = MAX(COALESCE(last_busy_ms, excluded.last_busy_ms), COALESCE(excluded.last_busy_ms, last_busy_ms)),
+			samples = samples + 1`,
+			c.ID, c.Name, c.User, now, now, busyMs); err != nil {
+			return err
+		}
 		for _, r := range rows {
 			var b sql.NullBool
 			if r.busy != nil {
@@ -173,8 +190,58 @@ func (db *DB) record(tx *sql.Tx, s monitor.Sample, busy Busy, retention time.Dur
 }
 
 // prune deletes the samples before cutoff (Unix ms), their rows, and the
-// network counters of containers not seen since.
-func prune(tx *sql.Tx, cutoff int64) error {
+// network counters of containers not seen since, and brings the activity of
+// the containers that had rows among them up to date: their count less
+// those rows, their first sample the first one left, their last busy sample
+// gone where it was before cutoff (every row left is from cutoff on), and no
+// activity where no sample is left.
+func prune(tx querier, cutoff int64) error {
+	// One statement for every container with rows to go. The doomed rows
+	// are counted grouped by an expression, so SQLite does not walk every
+	// row in container order to skip sorting the few it counts. The first
+	// row left is found from the container's own rows where few are left,
+	// else by walking the samples from the cutoff (it is usually in the
+	// first one).
+	rows, err := tx.Query(`UPDATE activity AS a SET
+			samples = a.samples - d.n,
+			first_seen_ms = CASE
+				WHEN a.samples - d.n <= 0 THEN a.first_seen_ms
+				WHEN a.samples - d.n <= ?2 THEN COALESCE((SELECT MIN(s.time_ms)
+					FROM containers c JOIN samples s ON s.id = c.sample_id
+					WHERE c.container_id = a.container_id AND s.time_ms >= ?1), a.first_seen_ms)
+				ELSE COALESCE((SELECT s.time_ms FROM samples s WHERE s.time_ms BETWEEN ?1 AND a.last_seen_ms
+					AND EXISTS (SELECT 1 FROM containers c WHERE c.container_id = a.container_id AND c.sample_id = s.id)
+					ORDER BY s.time_ms LIMIT 1), a.first_seen_ms)
+				END,
+			last_busy_ms = CASE WHEN a.last_busy_ms < ?1 THEN NULL ELSE a.last_busy_ms END
+		FROM (SELECT container_id, COUNT(*) AS n FROM containers
+			WHERE sample_id IN (SELECT id FROM samples WHERE time_ms < ?1) GROUP BY +container_id) AS d
+		WHERE a.container_id = d.container_id
+		RETURNING container_id, samples, first_seen_ms`, cutoff, fewRows)
+	if err != nil {
+		return err
+	}
+	var gone, recount []string
+	for rows.Next() {
+		var id string
+		var n, first int64
+		if err := rows.Scan(&id, &n, &first); err != nil {
+			rows.Close()
+			return err
+		}
+		switch {
+		case n <= 0:
+			gone = append(gone, id)
+		case first < cutoff:
+			// No row left was found: the table did not match the rows.
+			recount = append(recount, id)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+
 	for _, t := range []string{"containers", "container_gpus", "gpus", "unattributed", "users"} {
 		if _, err := tx.Exec(`DELETE FROM `+t+` WHERE sample_id IN (SELECT id FROM samples WHERE time_ms < ?)`, cutoff); err != nil {
 			return err
@@ -183,14 +250,44 @@ func prune(tx *sql.Tx, cutoff int64) error {
 	if _, err := tx.Exec(`DELETE FROM samples WHERE time_ms < ?`, cutoff); err != nil {
 		return err
 	}
-	_, err := tx.Exec(`DELETE FROM net_counters WHERE seen_ms < ?`, cutoff)
+	if _, err := tx.Exec(`DELETE FROM net_counters WHERE seen_ms < ?`, cutoff); err != nil {
+		return err
+	}
+	for _, id := range gone {
+		if _, err := tx.Exec(`DELETE FROM activity WHERE container_id = ?`, id); err != nil {
+			return err
+		}
+	}
+	for _, id := range recount {
+		if err := recountActivity(tx, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fewRows is the number of rows left of a container up to which prune finds
+// its first one from its own rows. A variable for tests.
+var fewRows int64 = 1000
+
+// recountActivity sets the activity of container id from its rows.
+func recountActivity(tx querier, id string) error {
+	if _, err := tx.Exec(`DELETE FROM activity WHERE container_id = ?`, id); err != nil {
+		return err
+	}
+	_, err := tx.Exec(`INSERT INTO activity (container_id, name, user, first_seen_ms, last_seen_ms, last_busy_ms, samples)
+		SELECT c.container_id, c.name, c.user, MIN(s.time_ms) OVER w, MAX(s.time_ms) OVER w,
+			MAX(CASE WHEN c.busy THEN s.time_ms END) OVER w, COUNT(*) OVER w
+		FROM containers c JOIN samples s ON s.id = c.sample_id WHERE c.container_id = ?
+		WINDOW w AS (PARTITION BY c.container_id)
+		ORDER BY s.time_ms DESC, s.id DESC, c.rowid DESC LIMIT 1`, id)
 	return err
 }
 
 // netDelta works out a container's network traffic since the previous sample
 // and keeps its counters for the next (see Record). Stopped containers have
 // no traffic and leave their counters as they were.
-func netDelta(tx *sql.Tx, c monitor.ContainerStats, running bool, now int64, prev sql.NullInt64) (rx, txb uint64, err error) {
+func netDelta(tx querier, c monitor.ContainerStats, running bool, now int64, prev sql.NullInt64) (rx, txb uint64, err error) {
 	if !running || c.ID == "" {
 		return 0, 0, nil
 	}

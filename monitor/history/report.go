@@ -1,6 +1,9 @@
 package history
 
-import "time"
+import (
+	"database/sql"
+	"time"
+)
 
 // Activity is what the history knows of one container, for idle cleanup.
 type Activity struct {
@@ -17,29 +20,24 @@ type Activity struct {
 func (db *DB) Activity() (map[string]Activity, error) {
 	out := map[string]Activity{}
 	err := db.read(func(q querier) error {
-		rows, err := q.Query(`SELECT c.container_id, c.name, c.user, s.time_ms, c.busy
-			FROM containers c JOIN samples s ON s.id = c.sample_id ORDER BY s.time_ms, s.id`)
+		rows, err := q.Query(`SELECT container_id, name, user, first_seen_ms, last_seen_ms, last_busy_ms, samples
+			FROM activity`)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var id, name, user string
-			var ms int64
-			var busy bool
-			if err := rows.Scan(&id, &name, &user, &ms, &busy); err != nil {
+			var id string
+			var a Activity
+			var first, last int64
+			var busy sql.NullInt64
+			if err := rows.Scan(&id, &a.Name, &a.User, &first, &last, &busy, &a.Samples); err != nil {
 				return err
 			}
-			t := time.UnixMilli(ms)
-			a, ok := out[id]
-			if !ok {
-				a.FirstSeen = t
+			a.FirstSeen, a.LastSeen = time.UnixMilli(first), time.UnixMilli(last)
+			if busy.Valid {
+				a.LastBusy = time.UnixMilli(busy.Int64)
 			}
-			a.Name, a.User, a.LastSeen = name, user, t
-			if busy {
-				a.LastBusy = t
-			}
-			a.Samples++
 			out[id] = a
 		}
 		return rows.Err()
