@@ -7,6 +7,7 @@ BINDIR   ?= $(PREFIX)/bin
 DATADIR  ?= $(PREFIX)/share
 MANDIR   ?= $(DATADIR)/man
 BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
+SYSTEMDDIR ?= /lib/systemd/system
 ZSHCOMPDIR  ?= $(DATADIR)/zsh/site-functions
 FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -90,12 +91,16 @@ install: build man completions
 	install -m 0644 bin/completion/mlc.fish $(DESTDIR)$(FISHCOMPDIR)/mlc.fish
 	@# bash and fish load a command's completion from a file named after it.
 	@for c in $(COMMANDS); do ln -sf mlc $(DESTDIR)$(BASHCOMPDIR)/mlc-$$c; ln -sf mlc.fish $(DESTDIR)$(FISHCOMPDIR)/mlc-$$c.fish; done
+	install -d $(DESTDIR)$(SYSTEMDDIR)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' deploy/mlc-monitor.service.in > deploy/.unit.tmp
+	install -m 0644 deploy/.unit.tmp $(DESTDIR)$(SYSTEMDDIR)/mlc-monitor.service && rm -f deploy/.unit.tmp
 	@echo "installed: add users to the mlc-users group (never to docker); they run: mlc ... (no sudo to type); admins go in mlc-admins"
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/mlc $(foreach c,$(COMMANDS),$(DESTDIR)$(BINDIR)/mlc-$(c)) $(DESTDIR)/etc/sudoers.d/mlc
 	rm -f $(DESTDIR)$(MANDIR)/man1/mlc.1 $(DESTDIR)$(BASHCOMPDIR)/mlc $(DESTDIR)$(ZSHCOMPDIR)/_mlc $(DESTDIR)$(FISHCOMPDIR)/mlc.fish \
-		$(foreach c,$(COMMANDS),$(DESTDIR)$(BASHCOMPDIR)/mlc-$(c) $(DESTDIR)$(FISHCOMPDIR)/mlc-$(c).fish)
+		$(foreach c,$(COMMANDS),$(DESTDIR)$(BASHCOMPDIR)/mlc-$(c) $(DESTDIR)$(FISHCOMPDIR)/mlc-$(c).fish) \
+		$(DESTDIR)$(SYSTEMDDIR)/mlc-monitor.service
 
 # A Debian package of this tree, bin/mlc_<version>_<arch>.deb (PREFIX=/usr).
 deb:

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 mkdir -p bench/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 bench/create.sh | tee "bench/results/create-$stamp.txt"
+bench/stats.sh | tee "bench/results/stats-$stamp.txt"
 if [ -x bench/ledger.sh ]; then bench/ledger.sh | tee "bench/results/ledger-$stamp.txt"; fi

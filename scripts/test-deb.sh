@@ -120,6 +120,7 @@ check "policy is a conffile" grep -qx /etc/mlc/resource-limits.yaml <<<"$conffil
 check "sudoers rule is a conffile" grep -qx /etc/sudoers.d/mlc <<<"$conffiles"
 check "mlc-users group" getent group mlc-users
 check "mlc-admins group (the default policy's admins)" getent group mlc-admins
+check "systemd unit mlc-monitor.service verifies" bash -c '[ -f /lib/systemd/system/mlc-monitor.service ] && grep -qx "ExecStart=/usr/bin/mlc monitor serve" /lib/systemd/system/mlc-monitor.service && systemd-analyze verify /lib/systemd/system/mlc-monitor.service'
 check "man page" bash -c "zcat /usr/share/man/man1/mlc.1.gz | grep -q '^\.TH mlc 1'"
 check "bash completion" bash --norc --noprofile -c '
   source /usr/share/bash-completion/completions/mlc-create
@@ -149,7 +150,7 @@ fi
 
 # 5. Remove keeps the conffiles; purge removes them.
 check "dpkg -r" dpkg -r mlc
-check "dpkg -r removed /usr/bin/mlc and kept the policy" bash -c '[ ! -e /usr/bin/mlc ] && [ ! -e /usr/share/man/man1/mlc.1.gz ] && [ -f /etc/mlc/resource-limits.yaml ]'
+check "dpkg -r removed /usr/bin/mlc and kept the policy" bash -c '[ ! -e /usr/bin/mlc ] && [ ! -e /usr/share/man/man1/mlc.1.gz ] && [ ! -e /lib/systemd/system/mlc-monitor.service ] && [ -f /etc/mlc/resource-limits.yaml ]'
 check "dpkg --purge" dpkg --purge mlc
 installed=no
 check "purge removed the conffiles" bash -c '[ ! -e /etc/mlc/resource-limits.yaml ] && [ ! -e /etc/sudoers.d/mlc ]'

@@ -15,12 +15,14 @@ var (
 	gpuLabels  = []string{"gpu", "uuid"}
 	descs      = map[string]*prometheus.Desc{}
 	metricList []string
+	labelsOf   = map[string][]string{}
 )
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
 	d := prometheus.NewDesc(name, help, labels, nil)
 	descs[name] = d
 	metricList = append(metricList, name)
+	labelsOf[name] = labels
 	return d
 }
 
@@ -62,6 +64,9 @@ var (
 
 // MetricNames are the names of every metric the exporter serves.
 func MetricNames() []string { return append([]string(nil), metricList...) }
+
+// MetricLabels are the label names of a metric the exporter serves.
+func MetricLabels(name string) []string { return append([]string(nil), labelsOf[name]...) }
 
 // exporter turns the server's last snapshot into metrics; it never samples.
 type exporter struct{ srv *Server }
