@@ -35,7 +35,7 @@ test-env:
 # Unit tests, integration tests against a real dockerd, security tests with
 # real users (as root). A missing engine fails the run.
 test: test-env build vet
-	MLC_REQUIRE_ENGINE=1 MLC_BIN=$(CURDIR)/bin/mlc $(GO) test -count=1 -ldflags "$(LDFLAGS)" ./...
+	MLC_REQUIRE_ENGINE=1 MLC_BIN=$(CURDIR)/bin/mlc $(GO) test -count=1 -timeout 30m -ldflags "$(LDFLAGS)" ./...
 	bash scripts/test-deb.sh
 
 # Unit tests only: no engine needed.
@@ -58,6 +58,9 @@ fuzz:
 	$(GO) test ./config -run '^$$' -fuzz '^FuzzParseDuration$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./paths -run '^$$' -fuzz '^FuzzUnder$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./paths -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./monitor/cgroups -run '^$$' -fuzz '^FuzzContainerIDs$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./monitor/cgroups -run '^$$' -fuzz '^FuzzMountinfo$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./monitor/cgroups -run '^$$' -fuzz '^FuzzNetDev$$' -fuzztime $(FUZZTIME)
 
 bench: test-env build
 	bench/run.sh

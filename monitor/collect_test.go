@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -360,5 +361,20 @@ func TestCollectDisk(t *testing.T) {
 	}
 	if d := m["a2"].DiskBytes; d == nil || *d != 4096 {
 		t.Errorf("a2 without an upper dir asks the engine: %v %q", d, m["a2"].DiskNote)
+	}
+}
+
+func TestPrintableProcessNames(t *testing.T) {
+	for in, want := range map[string]string{"python": "python", "\x1b]0;pwned\x07": "?]0;pwned?", "a\nb\tc": "a?b?c", "bad\xffutf": "bad?utf", "naïve": "naïve"} {
+		if got := Printable(in); got != want {
+			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+	var b strings.Builder
+	if err := WriteUnattributed(&b, []GPUProcess{{PID: 1, Command: "\x1b[2Jx", UID: -1, Owner: OwnerHost}}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsRune(b.String(), 0x1b) {
+		t.Errorf("an escape reached the table: %q", b.String())
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	units "github.com/docker/go-units"
 )
@@ -33,9 +35,9 @@ func WriteTable(w io.Writer, s Sample, o TableOptions) error {
 	}
 	fmt.Fprintln(tw, head)
 	for _, c := range s.Containers {
-		row := []string{c.Name}
+		row := []string{Printable(c.Name)}
 		if o.User {
-			row = append([]string{c.User}, row...)
+			row = append([]string{Printable(c.User)}, row...)
 		}
 		if c.InitPID <= 0 || c.Error != "" {
 			state := c.State
@@ -81,7 +83,7 @@ func WriteUnattributed(w io.Writer, ps []GPUProcess) error {
 		}
 		mem := p.MemoryBytes
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", p.GPU, p.PID, userName(p.UID), p.Owner,
-			binary(&mem), percent(p.UtilPercent), orDash(p.Command), ctr)
+			binary(&mem), percent(p.UtilPercent), orDash(Printable(p.Command)), ctr)
 	}
 	return tw.Flush()
 }
@@ -177,6 +179,19 @@ func binary(p *uint64) string {
 }
 
 func decimal(n uint64) string { return units.HumanSizeWithPrecision(float64(n), 3) }
+
+// Printable is s with every character a terminal could act on (control
+// characters, escape sequences, invalid UTF-8) replaced by "?": a process
+// name is whatever its owner set (prctl PR_SET_NAME), and an admin's
+// terminal must not run it.
+func Printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, s)
+}
 
 func orDash(s string) string {
 	if s == "" {
