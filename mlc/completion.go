@@ -194,6 +194,7 @@ var containerArg = map[string]func(containers.Row) bool{
 	"start":       func(r containers.Row) bool { return !containerRunning(r) },
 	"stop":        containerRunning,
 	"kill":        containerRunning,
+	"stats":       containerRunning,
 	"remove":      anyContainer,
 	"open":        anyContainer,
 	"logs":        anyContainer,
