@@ -24,6 +24,12 @@ type Procfs interface {
 	NetDev(pid int) (rx, tx uint64, err error)
 	PidContainerIDs(pid int) ([]string, error)
 	MemTotal() (uint64, error)
+	// ContainerProcs finds every container's init process in one scan of
+	// /proc; StartTime and UpperDir say when it started and where its
+	// writable layer is. A container not found there is asked of the engine.
+	ContainerProcs() (map[string]cgroups.Proc, error)
+	StartTime(ticks uint64) (time.Time, error)
+	UpperDir(pid int) (string, error)
 }
 
 // GPUSource gives the GPUs' figures: a gpus.Reader (NVML, initialised once).
@@ -121,8 +127,23 @@ func (co *Collector) Collect(ctx context.Context, o Options) (Sample, error) {
 		}
 		targets = append(targets, &target{c: c, stats: newStats(c)})
 	}
-	// The engine's view of each container: its pid and writable layer.
+	// Each running container's init process, from one scan of /proc; the
+	// engine is asked (one inspect each) only for the rest.
+	procs, _ := co.Proc.ContainerProcs()
 	forEach(targets, func(t *target) {
+		if p, ok := procs[t.c.ID]; ok && t.c.Running() {
+			started, err := co.Proc.StartTime(p.Start)
+			if err == nil {
+				t.rt = engine.Runtime{Pid: p.PID, StartedAt: started}
+				if o.Disk {
+					t.rt.UpperDir, _ = co.Proc.UpperDir(p.PID)
+				}
+				t.stats.InitPID, t.stats.StartedAt = p.PID, started
+				if !o.Disk || t.rt.UpperDir != "" {
+					return
+				}
+			}
+		}
 		rt, err := co.Engine.Runtime(ctx, t.c.ID)
 		if err != nil {
 			t.stats.Error = short(err)

@@ -27,6 +27,8 @@ type fakeProc struct {
 	net     map[int][2]uint64
 	ids     map[int][]string
 	reads   int
+	procs   map[string]cgroups.Proc // what a scan of /proc finds
+	upper   map[int]string
 }
 
 func newFakeProc() *fakeProc {
@@ -67,6 +69,16 @@ func (f *fakeProc) PidContainerIDs(pid int) ([]string, error) {
 }
 
 func (f *fakeProc) MemTotal() (uint64, error) { return 64 << 30, nil }
+
+func (f *fakeProc) ContainerProcs() (map[string]cgroups.Proc, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.procs, nil
+}
+
+func (f *fakeProc) StartTime(ticks uint64) (time.Time, error) { return time.Unix(int64(ticks), 0), nil }
+
+func (f *fakeProc) UpperDir(pid int) (string, error) { return f.upper[pid], nil }
 
 type fakeGPUs struct{ snap gpus.Snapshot }
 
@@ -376,5 +388,38 @@ func TestPrintableProcessNames(t *testing.T) {
 	}
 	if strings.ContainsRune(b.String(), 0x1b) {
 		t.Errorf("an escape reached the table: %q", b.String())
+	}
+}
+
+// A scan of /proc finds running containers' init processes; the engine is
+// asked only for those it missed.
+func TestCollectFindsInitByScan(t *testing.T) {
+	r := newRig(t, gpus.Snapshot{})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), make([]byte, 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.proc.procs = map[string]cgroups.Proc{r.ids["a1"]: {PID: 101, Start: 42}}
+	r.proc.upper = map[int]string{101: dir}
+	before := len(r.eng.Calls())
+	s, err := r.co.Collect(context.Background(), Options{Disk: true, Window: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inspected []string
+	for _, c := range r.eng.Calls()[before:] {
+		if strings.HasPrefix(c, "runtime") {
+			inspected = append(inspected, c)
+		}
+	}
+	if len(inspected) != 1 || !strings.HasSuffix(inspected[0], "-b1") {
+		t.Errorf("engine inspects: %v; want b1's only", inspected)
+	}
+	m := byName(s)
+	if a1 := m["a1"]; a1.InitPID != 101 || !a1.StartedAt.Equal(time.Unix(42, 0)) || a1.DiskBytes == nil || *a1.DiskBytes < 8192 {
+		t.Errorf("a1 from the scan: pid %d started %v disk %v", a1.InitPID, a1.StartedAt, a1.DiskBytes)
+	}
+	if b1 := m["b1"]; b1.InitPID != 201 || b1.Error != "" {
+		t.Errorf("b1, missed by the scan, from the engine: %+v", b1)
 	}
 }

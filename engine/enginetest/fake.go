@@ -689,6 +689,7 @@ func (f *Fake) Runtime(_ context.Context, id string) (engine.Runtime, error) {
 	if err != nil {
 		return engine.Runtime{}, err
 	}
+	f.log("runtime %s", c.c.Name)
 	rt := engine.Runtime{StartedAt: c.started, UpperDir: c.upper}
 	if c.c.State == "running" {
 		rt.Pid = c.pid
