@@ -133,8 +133,10 @@ func runStats(s *session, c *cli.Context, top bool) error {
 		if err != nil {
 			return err
 		}
-		if smp.GPUNote != "" && !noted && !c.Bool("json") {
-			fmt.Fprintf(s.errOut, "mlc: GPU %% and GPU MEM unknown: %s\n", smp.GPUNote)
+		if !noted && !c.Bool("json") {
+			for _, n := range monitor.Notes(smp) {
+				fmt.Fprintf(s.errOut, "mlc: %s\n", n)
+			}
 			noted = true
 		}
 		if top {

@@ -423,3 +423,15 @@ func TestCollectFindsInitByScan(t *testing.T) {
 		t.Errorf("b1, missed by the scan, from the engine: %+v", b1)
 	}
 }
+
+func TestNotes(t *testing.T) {
+	s := Sample{GPUNote: "no NVIDIA driver (NVML library not found)"}
+	if n := Notes(s); len(n) != 1 || n[0] != "GPU % and GPU MEM unknown: no NVIDIA driver (NVML library not found)" {
+		t.Errorf("%q", n)
+	}
+	s = Sample{Containers: []ContainerStats{{GPUUUIDs: []string{"u1"}}},
+		GPUs: []GPUStats{{Index: 0, UUID: "u0", MIG: true}, {Index: 1, UUID: "u1", MIG: true}}}
+	if n := Notes(s); len(n) != 1 || !strings.HasPrefix(n[0], "GPU % unknown on GPU 1: in MIG mode") {
+		t.Errorf("only the MIG GPUs the containers use: %q", n)
+	}
+}

@@ -88,6 +88,32 @@ func WriteUnattributed(w io.Writer, ps []GPUProcess) error {
 	return tw.Flush()
 }
 
+// Notes are what a table of s cannot show: why GPU figures are missing
+// (no NVML), and which of the containers' GPUs are MIG devices, where NVML
+// gives memory per process but no utilisation.
+func Notes(s Sample) []string {
+	var out []string
+	if s.GPUNote != "" {
+		out = append(out, "GPU % and GPU MEM unknown: "+s.GPUNote)
+	}
+	used := map[string]bool{}
+	for _, c := range s.Containers {
+		for _, u := range c.GPUUUIDs {
+			used[u] = true
+		}
+	}
+	var mig []string
+	for _, g := range s.GPUs {
+		if g.MIG && used[g.UUID] {
+			mig = append(mig, strconv.Itoa(g.Index))
+		}
+	}
+	if len(mig) > 0 {
+		out = append(out, "GPU % unknown on GPU "+strings.Join(mig, ",")+": in MIG mode NVML gives memory per process but no utilisation")
+	}
+	return out
+}
+
 // SortTop orders containers as `mlc top` shows them: running first, then by
 // GPU utilisation, GPU memory and CPU, highest first.
 func SortTop(cs []ContainerStats) {
