@@ -13,14 +13,15 @@ import (
 	"github.com/mlc-lab/mlc/monitor"
 )
 
-// scanActivity is Activity as schema version 1 computed it, from every row
-// of containers: the reference the activity table must match.
+// scanActivity is Activity computed from every row of containers, in the
+// order they were taken, as schema version 1 computed it (and the fields
+// added since the same way): the reference the activity table must match.
 func scanActivity(q interface {
 	Query(string, ...any) (*sql.Rows, error)
 }) (map[string]Activity, error) {
 	out := map[string]Activity{}
-	rows, err := q.Query(`SELECT c.container_id, c.name, c.user, s.time_ms, c.busy
-		FROM containers c JOIN samples s ON s.id = c.sample_id ORDER BY s.time_ms, s.id`)
+	rows, err := q.Query(`SELECT c.container_id, c.name, c.user, s.time_ms, c.busy, c.running, c.started_ms
+		FROM containers c JOIN samples s ON s.id = c.sample_id ORDER BY s.time_ms, s.id, c.rowid`)
 	if err != nil {
 		return nil, err
 	}
@@ -28,8 +29,9 @@ func scanActivity(q interface {
 	for rows.Next() {
 		var id, name, user string
 		var ms int64
-		var busy bool
-		if err := rows.Scan(&id, &name, &user, &ms, &busy); err != nil {
+		var busy, running bool
+		var started sql.NullInt64
+		if err := rows.Scan(&id, &name, &user, &ms, &busy, &running, &started); err != nil {
 			return nil, err
 		}
 		t := time.UnixMilli(ms)
@@ -38,8 +40,18 @@ func scanActivity(q interface {
 			a.FirstSeen = t
 		}
 		a.Name, a.User, a.LastSeen = name, user, t
-		if busy {
-			a.LastBusy = t
+		a.Started = time.Time{}
+		if started.Valid {
+			a.Started = time.UnixMilli(started.Int64)
+		}
+		switch {
+		case busy:
+			a.LastBusy, a.SinceBusy = t, 0
+		case a.LastBusy.IsZero() || t.After(a.LastBusy):
+			a.SinceBusy++
+		}
+		if running {
+			a.LastRunning = t
 		}
 		a.Samples++
 		out[id] = a
@@ -64,11 +76,12 @@ func checkActivity(t *testing.T, db *DB, when string) {
 }
 
 // randomSamples records n samples at random steps, some out of order, of
-// containers that come and go, rename, change user and turn busy, with
-// retention, checking the activity table after each.
+// containers that come and go, rename, change user, stop, restart and turn
+// busy, with retention, checking the activity table after each.
 func randomSamples(t *testing.T, db *DB, seed uint64, n int, retention time.Duration) {
 	r := rand.New(rand.NewPCG(seed, 1))
 	ids := []string{"a", "b", "c", "d", "e", ""}
+	started := map[string]time.Time{}
 	var last time.Duration
 	for i := range n {
 		d := last + time.Duration(r.IntN(10)+1)*time.Minute
@@ -83,10 +96,16 @@ func randomSamples(t *testing.T, db *DB, seed uint64, n int, retention time.Dura
 			if (i/(j+3)+j)%3 == 0 {
 				continue
 			}
-			c := running(id, at(-time.Hour), 0, 0)
+			switch r.IntN(8) {
+			case 0:
+				started[id] = at(d - time.Minute) // restarted
+			case 1:
+				started[id] = time.Time{} // unknown
+			}
+			c := running(id, started[id], 0, 0)
 			c.Name = fmt.Sprintf("%s-%d", id, r.IntN(3))
 			c.User = []string{"alice", "bob"}[r.IntN(2)]
-			if r.IntN(4) == 0 {
+			if r.IntN(6) == 0 {
 				c.CPUPercent = 50
 			}
 			if r.IntN(5) == 0 {
@@ -124,18 +143,36 @@ func TestActivityPruned(t *testing.T) {
 		x.CPUPercent = cpu
 		return x
 	}
+	stopped := func(id string) monitor.ContainerStats {
+		x := c(id, 0)
+		x.State = "exited"
+		return x
+	}
+	restarted := c("both", 50)
+	restarted.StartedAt = at(3*time.Hour - time.Minute)
 	// gone: busy at 0h, last seen 1h. busy: busy at 1h only. both: busy at
-	// 0h and 3h. later: from 2h on.
+	// 0h and 3h (restarted just before). later: from 2h on. stopped:
+	// running at 0h and 1h only.
 	samples := [][]monitor.ContainerStats{
-		{c("gone", 50), c("busy", 0), c("both", 50)},
-		{c("gone", 0), c("busy", 50), c("both", 0)},
-		{c("busy", 0), c("both", 0), c("later", 0)},
-		{c("busy", 0), c("both", 50), c("later", 0)},
+		{c("gone", 50), c("busy", 0), c("both", 50), c("stopped", 0)},
+		{c("gone", 0), c("busy", 50), c("both", 0), c("stopped", 0)},
+		{c("busy", 0), c("both", 0), c("later", 0), stopped("stopped")},
+		{c("busy", 0), restarted, c("later", 0), stopped("stopped")},
 	}
 	for h, cs := range samples {
 		record(t, db, monitor.Sample{Time: at(time.Duration(h) * time.Hour), Containers: cs}, b, 0)
 	}
 	checkActivity(t, db, "before pruning")
+	a, err := db.Activity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := a["busy"]; g.SinceBusy != 2 {
+		t.Errorf("busy before pruning: %+v", g)
+	}
+	if g := a["stopped"]; g.SinceBusy != 4 || !g.LastRunning.Equal(at(time.Hour)) {
+		t.Errorf("stopped before pruning: %+v", g)
+	}
 	// A count too high for gone: no row of it is left to find, so its rows
 	// are counted (none) rather than trusting the table.
 	if _, err := db.db.Exec(`UPDATE activity SET samples = samples + 5 WHERE container_id = 'gone'`); err != nil {
@@ -144,26 +181,34 @@ func TestActivityPruned(t *testing.T) {
 	// Retention 1.5h at 3.5h: the samples at 0h and 1h go.
 	record(t, db, monitor.Sample{Time: at(3*time.Hour + 30*time.Minute), Containers: []monitor.ContainerStats{c("later", 0)}}, b, 90*time.Minute)
 	checkActivity(t, db, "after pruning")
-	a, err := db.Activity()
+	a, err = db.Activity()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := a["gone"]; ok {
 		t.Errorf("gone kept: %+v", a["gone"])
 	}
-	if g := a["busy"]; !g.FirstSeen.Equal(at(2*time.Hour)) || !g.LastBusy.IsZero() || g.Samples != 2 {
+	// Its busy sample gone, busy's samples since are all those left.
+	if g := a["busy"]; !g.FirstSeen.Equal(at(2*time.Hour)) || !g.LastBusy.IsZero() || g.Samples != 2 || g.SinceBusy != 2 ||
+		!g.LastRunning.Equal(at(3*time.Hour)) {
 		t.Errorf("busy: %+v", g)
 	}
-	if g := a["both"]; !g.FirstSeen.Equal(at(2*time.Hour)) || !g.LastBusy.Equal(at(3*time.Hour)) || g.Samples != 2 {
+	if g := a["both"]; !g.FirstSeen.Equal(at(2*time.Hour)) || !g.LastBusy.Equal(at(3*time.Hour)) || g.Samples != 2 || g.SinceBusy != 0 ||
+		!g.Started.Equal(at(3*time.Hour-time.Minute)) {
 		t.Errorf("both: %+v", g)
 	}
-	if g := a["later"]; !g.FirstSeen.Equal(at(2*time.Hour)) || !g.LastSeen.Equal(at(3*time.Hour+30*time.Minute)) || g.Samples != 3 {
+	if g := a["later"]; !g.FirstSeen.Equal(at(2*time.Hour)) || !g.LastSeen.Equal(at(3*time.Hour+30*time.Minute)) || g.Samples != 3 ||
+		g.SinceBusy != 3 || !g.LastRunning.Equal(at(3*time.Hour+30*time.Minute)) || !g.Started.Equal(at(-time.Hour)) {
 		t.Errorf("later: %+v", g)
+	}
+	// Its running samples gone.
+	if g := a["stopped"]; g.Samples != 2 || g.SinceBusy != 2 || !g.LastRunning.IsZero() || !g.Started.Equal(at(-time.Hour)) {
+		t.Errorf("stopped: %+v", g)
 	}
 }
 
 // A file of schema version 1 (built with its SQL, rows as its Record wrote
-// them) is brought to version 2 on Open, its activity table built from the
+// them) is brought to the current version on Open, its activity table built from the
 // rows, and kept from then on.
 func TestMigrateV1(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "history.db")
@@ -199,10 +244,6 @@ func TestMigrateV1(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want, err := scanActivity(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
 	raw.Close()
 
 	db, err := Open(path)
@@ -210,17 +251,22 @@ func TestMigrateV1(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if v := column(t, db, `PRAGMA user_version`)[0]; v != 2 {
-		t.Errorf("user_version %d after upgrading, want 2", v)
+	if v := column(t, db, `PRAGMA user_version`)[0]; v != int64(len(migrations)) {
+		t.Errorf("user_version %d after upgrading, want %d", v, len(migrations))
 	}
 	got, err := db.Activity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := scanActivity(db.db) // the rows as they were
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("activity after upgrading\n%v\nwant\n%v", got, want)
 	}
-	if g := got["x"]; g.Name != "x4" || g.User != "carol" || !g.FirstSeen.Equal(at(0)) || !g.LastBusy.Equal(at(10*time.Minute)) || g.Samples != 4 {
+	if g := got["x"]; g.Name != "x4" || g.User != "carol" || !g.FirstSeen.Equal(at(0)) || !g.LastBusy.Equal(at(10*time.Minute)) || g.Samples != 4 ||
+		g.SinceBusy != 2 || !g.LastRunning.Equal(at(20*time.Minute)) || !g.Started.IsZero() {
 		t.Errorf("x: %+v", g)
 	}
 	if n := count(t, db, `sqlite_master WHERE name IN ('containers_by_id_sample', 'net_counters_by_seen')`); n != 2 {
@@ -230,6 +276,157 @@ func TestMigrateV1(t *testing.T) {
 	record(t, db, monitor.Sample{Time: at(40 * time.Minute), Containers: []monitor.ContainerStats{running("y", at(-time.Hour), 0, 0)}},
 		Busy{CPUPercent: 10}, 25*time.Minute)
 	checkActivity(t, db, "after recording on the upgraded file")
+}
+
+// A file of schema version 2 (built with the SQL of versions 1 and 2, rows
+// as its Record wrote them, its activity table built by migration 2) is
+// brought to version 3 on Open: the new columns of activity built from the
+// rows, the start time put in the rows where the network counters were last
+// kept, and kept from then on.
+func TestMigrateV2(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "history.db")
+	raw, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(migrations[0]); err != nil {
+		t.Fatal(err)
+	}
+	// Sample 4 was recorded out of order (before sample 3 in time).
+	for _, s := range []struct {
+		id, ms int64
+	}{{1, 0}, {2, 10}, {3, 30}, {4, 20}} {
+		if _, err := raw.Exec(`INSERT INTO samples (id, time_ms, interval_ms, busy_cpu_pct, busy_gpu_pct, busy_net_bytes)
+			VALUES (?, ?, 0, 10, 20, 0)`, s.id, at(time.Duration(s.ms)*time.Minute).UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// x: busy at 0m, running throughout. y: never busy, stopped from 20m.
+	// z: busy at 10m, twice in the sample at 20m.
+	for _, c := range []struct {
+		sample        int64
+		id            string
+		running, busy bool
+	}{
+		{1, "x", true, true}, {1, "y", true, false},
+		{2, "x", true, false}, {2, "y", true, false}, {2, "z", true, true},
+		{3, "x", true, false}, {3, "y", false, false},
+		{4, "x", true, false}, {4, "y", false, false}, {4, "z", true, false}, {4, "z", true, false},
+	} {
+		if _, err := raw.Exec(`INSERT INTO containers (sample_id, container_id, name, user, running, cpu_percent,
+			memory_bytes, memory_limit_bytes, pids, net_rx_bytes, net_tx_bytes, n_gpus, gpu_uuids, busy)
+			VALUES (?, ?, ?, 'alice', ?, 0, 0, 0, 0, 0, 0, 0, '', ?)`, c.sample, c.id, c.id, c.running, c.busy); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The counters of x and y where they were last running; none of z.
+	for _, n := range []struct {
+		id            string
+		started, seen time.Time
+	}{{"x", at(-time.Hour), at(30 * time.Minute)}, {"y", at(-2 * time.Hour), at(10 * time.Minute)}} {
+		if _, err := raw.Exec(`INSERT INTO net_counters (container_id, started_ms, rx_bytes, tx_bytes, seen_ms)
+			VALUES (?, ?, 0, 0, ?)`, n.id, n.started.UnixMilli(), n.seen.UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := raw.Exec(migrations[1] + `; PRAGMA user_version = 2`); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if v := column(t, db, `PRAGMA user_version`)[0]; v != 3 {
+		t.Errorf("user_version %d after upgrading, want 3", v)
+	}
+	checkActivity(t, db, "after upgrading")
+	a, err := db.Activity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := a["x"]; g.Samples != 4 || !g.LastBusy.Equal(at(0)) || g.SinceBusy != 3 || !g.LastRunning.Equal(at(30*time.Minute)) ||
+		!g.Started.Equal(at(-time.Hour)) {
+		t.Errorf("x: %+v", g)
+	}
+	// y's start time is in its row at 10m, not its latest.
+	if g := a["y"]; g.Samples != 4 || !g.LastBusy.IsZero() || g.SinceBusy != 4 || !g.LastRunning.Equal(at(10*time.Minute)) ||
+		!g.Started.IsZero() {
+		t.Errorf("y: %+v", g)
+	}
+	if g := a["z"]; g.Samples != 3 || !g.LastBusy.Equal(at(10*time.Minute)) || g.SinceBusy != 2 || !g.LastRunning.Equal(at(20*time.Minute)) ||
+		!g.Started.IsZero() {
+		t.Errorf("z: %+v", g)
+	}
+	if got := column(t, db, `SELECT sample_id FROM containers WHERE started_ms IS NOT NULL ORDER BY sample_id`); fmt.Sprint(got) != "[2 3]" {
+		t.Errorf("rows given a start time in samples %v, want [2 3]", got)
+	}
+	// Recording and pruning go on from the built table.
+	y := running("y", at(35*time.Minute), 0, 0)
+	y.CPUPercent = 50
+	record(t, db, monitor.Sample{Time: at(40 * time.Minute), Containers: []monitor.ContainerStats{running("x", at(-time.Hour), 0, 0), y}},
+		Busy{CPUPercent: 10}, 25*time.Minute)
+	checkActivity(t, db, "after recording on the upgraded file")
+	a, err = db.Activity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := a["y"]; g.Samples != 3 || !g.LastBusy.Equal(at(40*time.Minute)) || g.SinceBusy != 0 || !g.Started.Equal(at(35*time.Minute)) {
+		t.Errorf("y after recording: %+v", g)
+	}
+}
+
+// SinceBusy counts the samples later than the last busy one, whatever order
+// they were recorded in, and across a restart; Started follows the latest
+// sample and LastRunning the latest running one.
+func TestActivitySinceBusy(t *testing.T) {
+	db := open(t)
+	b := Busy{CPUPercent: 10}
+	c := func(cpu float64, started time.Time, state string) []monitor.ContainerStats {
+		x := running("x", started, 0, 0)
+		x.CPUPercent, x.State = cpu, state
+		return []monitor.ContainerStats{x}
+	}
+	first, second := at(-time.Hour), at(25*time.Minute)
+	steps := []struct {
+		d       time.Duration
+		cs      []monitor.ContainerStats
+		since   int
+		busy    time.Duration // -1: never
+		run     time.Duration
+		started time.Time
+	}{
+		{0, c(0, first, "running"), 1, -1, 0, first},
+		{10 * time.Minute, c(0, first, "running"), 2, -1, 10 * time.Minute, first},
+		{30 * time.Minute, c(0, second, "running"), 3, -1, 30 * time.Minute, second},
+		// Out of order: busy at 20m, so only 30m is after it.
+		{20 * time.Minute, c(50, first, "running"), 1, 20 * time.Minute, 30 * time.Minute, second},
+		// Out of order, older than the busy one: not counted.
+		{15 * time.Minute, c(0, first, "running"), 1, 20 * time.Minute, 30 * time.Minute, second},
+		// The same time as the busy one, not busy: not after it.
+		{20 * time.Minute, c(0, first, "running"), 1, 20 * time.Minute, 30 * time.Minute, second},
+		// Stopped: counted, not running (busy needs running).
+		{40 * time.Minute, c(50, second, "exited"), 2, 20 * time.Minute, 30 * time.Minute, second},
+		{50 * time.Minute, c(50, time.Time{}, "running"), 0, 50 * time.Minute, 50 * time.Minute, time.Time{}},
+	}
+	for i, s := range steps {
+		record(t, db, monitor.Sample{Time: at(s.d), Containers: s.cs}, b, 0)
+		checkActivity(t, db, fmt.Sprintf("step %d", i))
+		a, err := db.Activity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := a["x"]
+		wantBusy := time.Time{}
+		if s.busy >= 0 {
+			wantBusy = at(s.busy)
+		}
+		if g.SinceBusy != s.since || !g.LastBusy.Equal(wantBusy) || !g.LastRunning.Equal(at(s.run)) || !g.Started.Equal(s.started) {
+			t.Errorf("step %d: %+v, want since %d, busy %v, running %v, started %v", i, g, s.since, wantBusy, at(s.run), s.started)
+		}
+	}
 }
 
 // Every statement Record (pruning included) and Activity run finds its rows
@@ -429,4 +626,21 @@ func BenchmarkRecordAndActivity(b *testing.B) {
 	if err := db.db.QueryRow(`SELECT COUNT(*) FROM samples`).Scan(&n); err != nil || n != benchSamples {
 		b.Errorf("%d samples after the benchmark (%v), want %d", n, err, benchSamples)
 	}
+}
+
+// recountActivity, which pruning falls back on where the table does not
+// match the rows, sets every column from the rows.
+func TestRecountActivity(t *testing.T) {
+	db := open(t)
+	randomSamples(t, db, 5, 40, 0)
+	if _, err := db.db.Exec(`UPDATE activity SET samples = 1, since_busy = 99, last_busy_ms = NULL,
+		last_running_ms = NULL, started_ms = 1, name = '?'`); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b", "c", "d", "e", "", "none"} {
+		if err := recountActivity(db.db, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkActivity(t, db, "after recounting")
 }

@@ -148,11 +148,26 @@ var migrations = []string{
 	DROP INDEX containers_by_id;
 	CREATE INDEX containers_by_id_sample ON containers (container_id, sample_id);
 	CREATE INDEX net_counters_by_seen ON net_counters (seen_ms);
+	` + buildActivityV2,
+	// 3: the start time of a container in each of its rows, and for idle
+	// cleanup per container its samples since its last busy one, its last
+	// running sample and its start time in its latest sample. The rows kept
+	// have no start time; the start time where a running container was last
+	// seen is known from its network counters, and put in those rows.
+	`ALTER TABLE containers ADD COLUMN started_ms INTEGER; -- StartedAt; NULL where unknown
+	ALTER TABLE activity ADD COLUMN since_busy INTEGER NOT NULL DEFAULT 0; -- its rows later than last_busy_ms (all: never busy)
+	ALTER TABLE activity ADD COLUMN last_running_ms INTEGER;              -- NULL: never running
+	ALTER TABLE activity ADD COLUMN started_ms INTEGER;                   -- in its latest sample
+	UPDATE containers AS c SET started_ms = NULLIF(n.started_ms, 0)
+		FROM net_counters n JOIN samples s ON s.time_ms = n.seen_ms
+		WHERE c.container_id = n.container_id AND c.sample_id = s.id AND c.running;
+	DELETE FROM activity;
 	` + buildActivity,
 }
 
-// buildActivity fills the empty activity table from the containers rows kept.
-const buildActivity = `INSERT INTO activity (container_id, name, user, first_seen_ms, last_seen_ms, last_busy_ms, samples)
+// buildActivityV2 filled the activity table of schema version 2 (its
+// migration is kept as it was).
+const buildActivityV2 = `INSERT INTO activity (container_id, name, user, first_seen_ms, last_seen_ms, last_busy_ms, samples)
 	SELECT container_id, name, user, first_seen, last_seen, last_busy, n FROM (
 		SELECT c.container_id, c.name, c.user,
 			MIN(s.time_ms) OVER w AS first_seen,
@@ -163,6 +178,32 @@ const buildActivity = `INSERT INTO activity (container_id, name, user, first_see
 		FROM containers c JOIN samples s ON s.id = c.sample_id
 		WINDOW w AS (PARTITION BY c.container_id)
 	) WHERE latest = 1;`
+
+// buildActivity fills the empty activity table from the containers rows kept.
+var buildActivity = activityFromRows("") + ";"
+
+// activityFromRows is the INSERT of the activity of the containers whose
+// rows match where (a condition on c, the containers rows, and s, their
+// samples), computed from those rows. The latest row of a container is by
+// time, then sample id, then rowid: the last one Record wrote of the latest
+// time.
+func activityFromRows(where string) string {
+	return `INSERT INTO activity (container_id, name, user, first_seen_ms, last_seen_ms, last_busy_ms, samples,
+		since_busy, last_running_ms, started_ms)
+	SELECT container_id, name, user, first_seen, last_seen, last_busy, n, since_busy, last_running, started_ms FROM (
+		SELECT *, SUM(last_busy IS NULL OR time_ms > last_busy) OVER (PARTITION BY container_id) AS since_busy FROM (
+			SELECT c.container_id, c.name, c.user, c.started_ms, s.time_ms,
+				MIN(s.time_ms) OVER w AS first_seen,
+				MAX(s.time_ms) OVER w AS last_seen,
+				MAX(CASE WHEN c.busy THEN s.time_ms END) OVER w AS last_busy,
+				MAX(CASE WHEN c.running THEN s.time_ms END) OVER w AS last_running,
+				COUNT(*) OVER w AS n,
+				ROW_NUMBER() OVER (PARTITION BY c.container_id ORDER BY s.time_ms DESC, s.id DESC, c.rowid DESC) AS latest
+			FROM containers c JOIN samples s ON s.id = c.sample_id ` + where + `
+			WINDOW w AS (PARTITION BY c.container_id)
+		)
+	) WHERE latest = 1`
+}
 
 // Open opens (creating when missing) the history database at path. The file
 // and SQLite's -wal and -shm files are made 0600, and tightened to it when

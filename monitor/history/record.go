@@ -113,29 +113,49 @@ func (db *DB) record(tx querier, s monitor.Sample, busy Busy, retention time.Dur
 		if c.GPUMemoryBytes != nil {
 			gpuMem = sql.NullInt64{Int64: i64(*c.GPUMemoryBytes), Valid: true}
 		}
+		var started sql.NullInt64
+		if !c.StartedAt.IsZero() {
+			started = sql.NullInt64{Int64: c.StartedAt.UnixMilli(), Valid: true}
+		}
 		if _, err := tx.Exec(`INSERT INTO containers (sample_id, container_id, name, user, running, cpu_percent,
 			memory_bytes, memory_limit_bytes, pids, net_rx_bytes, net_tx_bytes, n_gpus, gpu_uuids,
-			gpu_util_percent, gpu_memory_bytes, busy) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			gpu_util_percent, gpu_memory_bytes, busy, started_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			sid, c.ID, c.Name, c.User, running, c.CPUPercent, i64(c.MemoryBytes), i64(c.MemoryLimitBytes),
 			i64(c.Pids), i64(rx), i64(tx2), len(gs), strings.Join(uuids, ","), nullFloat(c.GPUUtilPercent),
-			gpuMem, isBusy); err != nil {
+			gpuMem, isBusy, started); err != nil {
 			return err
 		}
-		var busyMs sql.NullInt64
+		var busyMs, runningMs sql.NullInt64
 		if isBusy {
 			busyMs = sql.NullInt64{Int64: now, Valid: true}
 		}
-		// Name and user follow the latest sample by time, then sample id
-		// (this one has the highest id).
+		if running {
+			runningMs = sql.NullInt64{Int64: now, Valid: true}
+		}
+		// Name, user and start time follow the latest sample by time, then
+		// sample id (this one has the highest id). since_busy counts the
+		// rows later than last_busy_ms: one more for a row later than it
+		// that is not busy; for a busy one later than it (or the first busy
+		// one), the rows later than this one, which only a sample recorded
+		// out of order has (in order, the search finds no sample).
 		if _, err := tx.Exec(`INSERT INTO activity (container_id, name, user, first_seen_ms, last_seen_ms,
-			last_busy_ms, samples) VALUES (?, ?, ?, ?, ?, ?, 1) ON CONFLICT (container_id) DO UPDATE SET
+			last_busy_ms, samples, since_busy, last_running_ms, started_ms)
+			VALUES (?1, ?2, ?3, ?4, ?4, ?5, 1, ?6, ?7, ?8) ON CONFLICT (container_id) DO UPDATE SET
 			name = CASE WHEN excluded.last_seen_ms >= last_seen_ms THEN excluded.name ELSE name END,
 			user = CASE WHEN excluded.last_seen_ms >= last_seen_ms THEN excluded.user ELSE user END,
+			started_ms = CASE WHEN excluded.last_seen_ms >= last_seen_ms THEN excluded.started_ms ELSE started_ms END,
 			first_seen_ms = MIN(first_seen_ms, excluded.first_seen_ms),
 			last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms),
 			last_busy_ms = MAX(COALESCE(last_busy_ms, excluded.last_busy_ms), COALESCE(excluded.last_busy_ms, last_busy_ms)),
-			samples = samples + 1`,
-			c.ID, c.Name, c.User, now, now, busyMs); err != nil {
+			samples = samples + 1,
+			since_busy = CASE
+				WHEN last_busy_ms >= excluded.last_seen_ms THEN since_busy
+				WHEN excluded.last_busy_ms IS NULL THEN since_busy + 1
+				ELSE (SELECT COUNT(*) FROM samples s CROSS JOIN containers c
+					WHERE s.time_ms > ?4 AND c.container_id = ?1 AND c.sample_id = s.id)
+				END,
+			last_running_ms = MAX(COALESCE(last_running_ms, excluded.last_running_ms), COALESCE(excluded.last_running_ms, last_running_ms))`,
+			c.ID, c.Name, c.User, now, busyMs, boolInt(!isBusy), runningMs, started); err != nil {
 			return err
 		}
 		for _, r := range rows {
@@ -193,8 +213,10 @@ func (db *DB) record(tx querier, s monitor.Sample, busy Busy, retention time.Dur
 // network counters of containers not seen since, and brings the activity of
 // the containers that had rows among them up to date: their count less
 // those rows, their first sample the first one left, their last busy sample
-// gone where it was before cutoff (every row left is from cutoff on), and no
-// activity where no sample is left.
+// and last running sample gone where they were before cutoff (every row left
+// is from cutoff on), its rows since the last busy one all those left where
+// that one is gone, and no activity where no sample is left. The start time
+// is of the latest row, which stays.
 func prune(tx querier, cutoff int64) error {
 	// One statement for every container with rows to go. The doomed rows
 	// are counted grouped by an expression, so SQLite does not walk every
@@ -213,7 +235,9 @@ func prune(tx querier, cutoff int64) error {
 					AND EXISTS (SELECT 1 FROM containers c WHERE c.container_id = a.container_id AND c.sample_id = s.id)
 					ORDER BY s.time_ms LIMIT 1), a.first_seen_ms)
 				END,
-			last_busy_ms = CASE WHEN a.last_busy_ms < ?1 THEN NULL ELSE a.last_busy_ms END
+			last_busy_ms = CASE WHEN a.last_busy_ms < ?1 THEN NULL ELSE a.last_busy_ms END,
+			since_busy = CASE WHEN a.last_busy_ms >= ?1 THEN a.since_busy ELSE a.samples - d.n END,
+			last_running_ms = CASE WHEN a.last_running_ms < ?1 THEN NULL ELSE a.last_running_ms END
 		FROM (SELECT container_id, COUNT(*) AS n FROM containers
 			WHERE sample_id IN (SELECT id FROM samples WHERE time_ms < ?1) GROUP BY +container_id) AS d
 		WHERE a.container_id = d.container_id
@@ -275,12 +299,7 @@ func recountActivity(tx querier, id string) error {
 	if _, err := tx.Exec(`DELETE FROM activity WHERE container_id = ?`, id); err != nil {
 		return err
 	}
-	_, err := tx.Exec(`INSERT INTO activity (container_id, name, user, first_seen_ms, last_seen_ms, last_busy_ms, samples)
-		SELECT c.container_id, c.name, c.user, MIN(s.time_ms) OVER w, MAX(s.time_ms) OVER w,
-			MAX(CASE WHEN c.busy THEN s.time_ms END) OVER w, COUNT(*) OVER w
-		FROM containers c JOIN samples s ON s.id = c.sample_id WHERE c.container_id = ?
-		WINDOW w AS (PARTITION BY c.container_id)
-		ORDER BY s.time_ms DESC, s.id DESC, c.rowid DESC LIMIT 1`, id)
+	_, err := tx.Exec(activityFromRows(`WHERE c.container_id = ?`), id)
 	return err
 }
 
@@ -409,6 +428,13 @@ func nullFloat(p *float64) sql.NullFloat64 {
 		return sql.NullFloat64{}
 	}
 	return sql.NullFloat64{Float64: *p, Valid: true}
+}
+
+func boolInt(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 // i64 stores a uint64 in SQLite's signed integers, saturating.

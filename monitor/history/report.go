@@ -6,6 +6,14 @@ import (
 )
 
 // Activity is what the history knows of one container, for idle cleanup.
+// "Latest" is by sample time, then the order samples were recorded in.
+//
+// The cleanup's idle rule: a running container's idle time is the time
+// since LastBusy (or since Started, when it was never busy), judged only once
+// SinceBusy reaches min_samples. SinceBusy counts across restarts: where
+// the container restarted after its last busy sample (Started after
+// LastBusy), the samples before the restart are counted too, and the
+// planner, comparing LastBusy with Started, decides what they are worth.
 type Activity struct {
 	Name      string    // its mlc name in the latest sample
 	User      string    // its user in the latest sample
@@ -13,15 +21,25 @@ type Activity struct {
 	LastSeen  time.Time // its latest sample
 	LastBusy  time.Time // its latest busy sample; zero: never busy
 	Samples   int       // samples of it kept
+	// SinceBusy is the samples of it taken after its last busy one (later
+	// in time; all its samples when it was never busy), restarts or not.
+	SinceBusy int
+	// LastRunning is its latest sample in which it was running (zero:
+	// never).
+	LastRunning time.Time
+	// Started is its StartedAt in its latest sample; zero where unknown
+	// (not given, or a sample recorded before schema version 3 and not
+	// where its network counters were last kept).
+	Started time.Time
 }
 
-// Activity returns per container id the time it was first sampled, of its
-// last busy sample, and its number of samples (within the retention kept).
+// Activity returns per container id what the history knows of it (within
+// the retention kept), from one row per container.
 func (db *DB) Activity() (map[string]Activity, error) {
 	out := map[string]Activity{}
 	err := db.read(func(q querier) error {
-		rows, err := q.Query(`SELECT container_id, name, user, first_seen_ms, last_seen_ms, last_busy_ms, samples
-			FROM activity`)
+		rows, err := q.Query(`SELECT container_id, name, user, first_seen_ms, last_seen_ms, last_busy_ms, samples,
+			since_busy, last_running_ms, started_ms FROM activity`)
 		if err != nil {
 			return err
 		}
@@ -30,14 +48,13 @@ func (db *DB) Activity() (map[string]Activity, error) {
 			var id string
 			var a Activity
 			var first, last int64
-			var busy sql.NullInt64
-			if err := rows.Scan(&id, &a.Name, &a.User, &first, &last, &busy, &a.Samples); err != nil {
+			var busy, run, started sql.NullInt64
+			if err := rows.Scan(&id, &a.Name, &a.User, &first, &last, &busy, &a.Samples,
+				&a.SinceBusy, &run, &started); err != nil {
 				return err
 			}
 			a.FirstSeen, a.LastSeen = time.UnixMilli(first), time.UnixMilli(last)
-			if busy.Valid {
-				a.LastBusy = time.UnixMilli(busy.Int64)
-			}
+			a.LastBusy, a.LastRunning, a.Started = msTime(busy), msTime(run), msTime(started)
 			out[id] = a
 		}
 		return rows.Err()
@@ -46,6 +63,14 @@ func (db *DB) Activity() (map[string]Activity, error) {
 		return nil, db.classify(err, "reading activity")
 	}
 	return out, nil
+}
+
+// msTime is a time stored as Unix ms; zero where NULL.
+func msTime(ms sql.NullInt64) time.Time {
+	if !ms.Valid {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms.Int64)
 }
 
 // Report sums the samples taken in [Since, Until]. Each sample stands for
