@@ -34,7 +34,11 @@ func (s *session) collector(c *cli.Context) (*monitor.Collector, error) {
 	if _, err := s.manager(c); err != nil {
 		return nil, err
 	}
-	co := &monitor.Collector{Engine: s.eng, Proc: cgroups.Host{}, GPUs: gpus.NewReader(nvml.New())}
+	host, err := cgroups.Host{}.Cached()
+	if err != nil {
+		return nil, errs.Wrap(errs.Internal, err, "reading the cgroup mounts")
+	}
+	co := &monitor.Collector{Engine: s.eng, Proc: host, GPUs: gpus.NewReader(nvml.New())}
 	if s.cfg.GPU.FakeCount > 0 {
 		co.Inventory = gpualloc.Fake(s.cfg.GPU.FakeCount)
 	}
@@ -124,15 +128,27 @@ func runStats(s *session, c *cli.Context, top bool) error {
 		}
 	}
 	every := c.Float64("watch")
-	if every < 0 || every > 3600 || every != every {
-		return errs.New(errs.Usage, "--watch takes seconds between 0.5 and 3600")
+	if c.IsSet("watch") && !(every >= 0.5 && every <= 3600) {
+		return errs.New(errs.Usage, "--watch takes seconds from 0.5 to 3600")
 	}
 	noted := false
+	var prev *monitor.Sample
+	var measured time.Time
 	frame := func(w io.Writer) error {
-		smp, err := co.Collect(s.ctx, o)
+		// Layers are measured on the first frame and then every 30 s: a
+		// walk is the costly part, and a layer changes slowly.
+		oo := o
+		oo.Disk = o.Disk && time.Since(measured) >= 30*time.Second
+		smp, err := co.Collect(s.ctx, oo)
 		if err != nil {
 			return err
 		}
+		if oo.Disk {
+			measured = time.Now()
+		} else if prev != nil {
+			monitor.CarryDisk(prev, &smp)
+		}
+		prev = &smp
 		if !noted && !c.Bool("json") {
 			for _, n := range monitor.Notes(smp) {
 				fmt.Fprintf(s.errOut, "mlc: %s\n", n)

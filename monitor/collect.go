@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -217,6 +218,9 @@ func (co *Collector) Collect(ctx context.Context, o Options) (Sample, error) {
 	if diskDone != nil {
 		<-diskDone
 	}
+	if err := ctx.Err(); err != nil {
+		return Sample{}, err
+	}
 
 	s := Sample{Time: co.now(), Window: window, Containers: []ContainerStats{}, GPUs: []GPUStats{}, Unattributed: []GPUProcess{}}
 	index := co.gpuIndex(snap)
@@ -263,7 +267,10 @@ func pick(list []engine.Container, names []string) ([]engine.Container, error) {
 	}
 	var out []engine.Container
 	var missing []string
-	for _, n := range names {
+	for i, n := range names {
+		if slices.Contains(names[:i], n) {
+			continue // named twice: measured once
+		}
 		found := false
 		for _, c := range list {
 			if c.Labels[engine.LabelName] == n {
@@ -309,28 +316,25 @@ func forEach(ts []*target, fn func(*target)) {
 }
 
 // readAll reads every running target's cgroup and network counters: file
-// reads, a few milliseconds for dozens of containers.
+// reads, a few milliseconds for dozens of containers, spread over the CPUs.
 func (co *Collector) readAll(ts []*target) {
-	var total uint64
-	for _, t := range ts {
+	total, _ := co.Proc.MemTotal()
+	forEach(ts, func(t *target) {
 		if t.rt.Pid <= 0 || t.stats.Error != "" {
-			continue
+			return
 		}
 		cg, err := co.Proc.Read(t.rt.Pid, t.c.ID)
 		t.at = co.now()
 		if err != nil {
 			// Stopped while being measured, most likely.
 			t.stats.Error = "not measured: " + short(err)
-			continue
+			return
 		}
 		t.cg = cg
 		st := t.stats
 		st.MemoryBytes, st.MemoryLimitBytes, st.Pids = cg.MemoryUsage, cg.MemoryLimit, cg.Pids
 		st.BlockReadBytes, st.BlockWriteBytes = cg.BlockReadBytes, cg.BlockWriteBytes
 		if st.MemoryLimitBytes == 0 {
-			if total == 0 {
-				total, _ = co.Proc.MemTotal()
-			}
 			st.MemoryLimitBytes = total
 		}
 		if st.MemoryLimitBytes > 0 {
@@ -339,7 +343,7 @@ func (co *Collector) readAll(ts []*target) {
 		if rx, tx, err := co.Proc.NetDev(t.rt.Pid); err == nil {
 			st.NetRxBytes, st.NetTxBytes = rx, tx
 		}
-	}
+	})
 }
 
 // needWindow is whether CPU % must be measured over a window now: always

@@ -3,6 +3,8 @@ package monitor
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -434,4 +436,83 @@ func TestNotes(t *testing.T) {
 	if n := Notes(s); len(n) != 1 || !strings.HasPrefix(n[0], "GPU % unknown on GPU 1: in MIG mode") {
 		t.Errorf("only the MIG GPUs the containers use: %q", n)
 	}
+}
+
+type brokenPipe struct{}
+
+func (brokenPipe) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+// A watch whose reader went away ends, instead of sampling as root for ever.
+func TestWatchEndsWhenNobodyReads(t *testing.T) {
+	frames := 0
+	done := make(chan error, 1)
+	go func() {
+		done <- Watch(context.Background(), brokenPipe{}, false, time.Millisecond, func(w io.Writer) error {
+			frames++
+			_, err := io.WriteString(w, "frame\n")
+			return err
+		})
+	}()
+	select {
+	case err := <-done:
+		if err == nil || frames != 1 {
+			t.Errorf("Watch: %v after %d frames; want the write error after one", err, frames)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Watch kept going with nobody reading")
+	}
+}
+
+// A layer of many files is not walked past the deadline.
+func TestLayerBytesDeadline(t *testing.T) {
+	dir := t.TempDir()
+	for i := 0; i < 5000; i++ {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%05d", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The deadline passes after the walk has begun, inside one directory.
+	ctx := &countdown{Context: context.Background(), left: 3}
+	if _, err := LayerBytes(ctx, dir); !errors.Is(err, errTooSlow) || ctx.left > 0 {
+		t.Errorf("past its deadline: %v", err)
+	}
+	if ctx.calls > 6 {
+		t.Errorf("%d checks after the deadline passed", ctx.calls-3)
+	}
+	if n, err := LayerBytes(context.Background(), dir); err != nil || n <= 0 {
+		t.Errorf("in time: %d %v", n, err)
+	}
+}
+
+func TestCollectNamedTwiceOnce(t *testing.T) {
+	r := newRig(t, gpus.Snapshot{})
+	s, err := r.co.Collect(context.Background(), Options{User: "alice", Names: []string{"a1", "a1", "a1"}, Window: time.Millisecond})
+	if err != nil || len(s.Containers) != 1 {
+		t.Fatalf("%v %d", err, len(s.Containers))
+	}
+}
+
+func TestCarryDisk(t *testing.T) {
+	n := int64(7)
+	prev := Sample{Containers: []ContainerStats{{ID: "a", DiskBytes: &n}, {ID: "b", DiskNote: "not measured within 2s"}}}
+	cur := Sample{Containers: []ContainerStats{{ID: "a"}, {ID: "b"}, {ID: "c"}}}
+	CarryDisk(&prev, &cur)
+	if cur.Containers[0].DiskBytes == nil || *cur.Containers[0].DiskBytes != 7 || cur.Containers[1].DiskNote == "" || cur.Containers[2].DiskBytes != nil {
+		t.Errorf("%+v", cur.Containers)
+	}
+}
+
+// countdown is a context whose deadline passes after left calls of Err.
+type countdown struct {
+	context.Context
+	left, calls int
+}
+
+func (c *countdown) Err() error {
+	c.calls++
+	if c.left > 0 {
+		c.left--
+		return nil
+	}
+	return context.DeadlineExceeded
 }

@@ -144,6 +144,20 @@ func SortTop(cs []ContainerStats) {
 	})
 }
 
+// CarryDisk copies the layer sizes of prev into s for the containers s did
+// not measure (a watch measures layers only now and then).
+func CarryDisk(prev, s *Sample) {
+	by := map[string]ContainerStats{}
+	for _, c := range prev.Containers {
+		by[c.ID] = c
+	}
+	for i, c := range s.Containers {
+		if p, ok := by[c.ID]; ok && c.DiskBytes == nil && c.DiskNote == "" {
+			s.Containers[i].DiskBytes, s.Containers[i].DiskNote = p.DiskBytes, p.DiskNote
+		}
+	}
+}
+
 // Watch calls frame every interval until ctx ends, which is how a watch is
 // meant to end (nil). On a terminal each frame replaces the last, as top
 // does; otherwise frames follow each other with the time between them.
@@ -159,14 +173,20 @@ func Watch(ctx context.Context, w io.Writer, terminal bool, every time.Duration,
 			}
 			return err
 		}
+		var err error
 		switch {
 		case terminal:
 			// Home, the frame, clear what the last frame left below it.
-			fmt.Fprint(w, "\x1b[H\x1b[2J"+b.String())
+			_, err = fmt.Fprint(w, "\x1b[H\x1b[2J"+b.String())
 		case !first:
-			fmt.Fprint(w, "\n"+b.String())
+			_, err = fmt.Fprint(w, "\n"+b.String())
 		default:
-			fmt.Fprint(w, b.String())
+			_, err = fmt.Fprint(w, b.String())
+		}
+		if err != nil {
+			// Nobody reads any more (a closed pipe or terminal): stop
+			// measuring, rather than sample for ever as root.
+			return err
 		}
 		select {
 		case <-ctx.Done():

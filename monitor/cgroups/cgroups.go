@@ -27,12 +27,40 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Host is where /proc and /sys/fs/cgroup are read: Root "" or "/" in
 // production, a fixture directory in tests (then paths are Root+"/proc/...",
 // Root+"/sys/fs/cgroup/...").
-type Host struct{ Root string }
+type Host struct {
+	Root string
+	// mounts are the cgroup mounts when Cached read them once; nil: read
+	// /proc/self/mountinfo on every call.
+	mounts []mount
+}
+
+// Cached is h with its cgroup mounts read now and kept: they do not change
+// while a system runs, and reading mountinfo is most of a Read's cost.
+func (h Host) Cached() (Host, error) {
+	ms, err := h.mountList()
+	if err != nil {
+		return h, err
+	}
+	h.mounts = ms
+	return h, nil
+}
+
+func (h Host) mountList() ([]mount, error) {
+	if h.mounts != nil {
+		return h.mounts, nil
+	}
+	mi, err := readFile(h.path("/proc/self/mountinfo"))
+	if err != nil {
+		return nil, err
+	}
+	return parseMountinfo(mi), nil
+}
 
 // Stats are a cgroup's figures.
 type Stats struct {
@@ -83,13 +111,88 @@ func ContainerIDs(procCgroup []byte) []string {
 	return ids
 }
 
-// PidContainerIDs reads /proc/PID/cgroup and returns ContainerIDs of it.
+// PidContainerIDs reads /proc/PID/cgroup and returns the ContainerIDs of
+// it that are trusted (see trustedIDs).
 func (h Host) PidContainerIDs(pid int) ([]string, error) {
 	b, err := readFile(h.path(fmt.Sprintf("/proc/%d/cgroup", pid)))
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	return ContainerIDs(b), nil
+	mounts, err := h.mountList()
+	if err != nil {
+		return nil, err
+	}
+	return h.trustedIDs(b, mounts, nil), nil
+}
+
+// trustedIDs is ContainerIDs of a /proc/PID/cgroup file, keeping only ids
+// in a path whose cgroup directory has the owner of the cgroup mount itself
+// (root): the directories the engine makes. A user who manages a cgroup
+// sub-tree of their own (systemd's delegation to user@UID.service) can make
+// a directory named docker-<id>.scope there and put a process in it, but
+// cannot make that directory root's; without this check such a process
+// would pass for the container's (its figures, its GPU use, its layer).
+//
+// owners caches the mount points' owners over one scan (nil: no cache).
+func (h Host) trustedIDs(procCgroup []byte, mounts []mount, owners map[string]uint32) []string {
+	var out []string
+	for _, l := range parseProcCgroup(procCgroup) {
+		ms := idRE.FindAllStringSubmatch(l.Path, -1)
+		if len(ms) == 0 || !slices.ContainsFunc(ms, func(m []string) bool { return !slices.Contains(out, m[1]) }) {
+			continue // no id, or every id here already trusted
+		}
+		if !h.ownedLikeMount(l, mounts, owners) {
+			continue
+		}
+		for _, m := range ms {
+			if !slices.Contains(out, m[1]) {
+				out = append(out, m[1])
+			}
+		}
+	}
+	return out
+}
+
+// ownedLikeMount is whether line l's cgroup directory, under a mount of its
+// hierarchy, is a directory owned by that mount point's owner.
+func (h Host) ownedLikeMount(l cgLine, mounts []mount, owners map[string]uint32) bool {
+	for _, m := range mounts {
+		if m.V2 != (l.Controllers == nil) {
+			continue
+		}
+		if !m.V2 && !slices.ContainsFunc(l.Controllers, func(c string) bool { return slices.Contains(m.Opts, c) }) {
+			continue
+		}
+		dir, err := h.dir(m, l.Path)
+		if err != nil {
+			continue
+		}
+		owner, ok1 := owners[m.Point]
+		if !ok1 {
+			owner, ok1 = ownerOf(h.path(m.Point))
+			if ok1 && owners != nil {
+				owners[m.Point] = owner
+			}
+		}
+		uid, ok2 := ownerOf(dir)
+		if ok1 && ok2 && uid == owner {
+			return true
+		}
+	}
+	return false
+}
+
+// ownerOf is the owner of directory p (not following a last link).
+func ownerOf(p string) (uint32, bool) {
+	fi, err := os.Lstat(p)
+	if err != nil || !fi.IsDir() {
+		return 0, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return st.Uid, true
 }
 
 // hasID reports whether id (64 lowercase hex) is a hex run of its own, in any
@@ -275,11 +378,11 @@ func (h Host) Read(pid int, wantID string) (Stats, error) {
 	if wantID != "" && (!validID(wantID) || !hasID(pc, wantID)) {
 		return Stats{}, fmt.Errorf("pid %d: not in container %.12s", pid, wantID)
 	}
-	mi, err := readFile(h.path("/proc/self/mountinfo"))
+	mounts, err := h.mountList()
 	if err != nil {
 		return Stats{}, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	r := resolver{h: h, pid: pid, mounts: parseMountinfo(mi), lines: parseProcCgroup(pc)}
+	r := resolver{h: h, pid: pid, mounts: mounts, lines: parseProcCgroup(pc)}
 	var s Stats
 	if mem, ok, err := r.find("memory"); err != nil {
 		return Stats{}, err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -20,7 +21,7 @@ type Proc struct {
 }
 
 // ContainerProcs scans /proc once and returns, for every container id that
-// ContainerIDs finds in a process's cgroup file, its first process: the one
+// trustedIDs finds in a process's cgroup file, its first process: the one
 // that started first (the container's init, which lives as long as the
 // container; the lowest pid is not it after pid numbers wrap). A process
 // that ends during the scan is skipped. This replaces one engine inspect per
@@ -35,6 +36,11 @@ func (h Host) ContainerProcs() (map[string]Proc, error) {
 	if err != nil {
 		return nil, err
 	}
+	mounts, err := h.mountList()
+	if err != nil {
+		return nil, err
+	}
+	owners := map[string]uint32{}
 	out := map[string]Proc{}
 	for _, n := range names {
 		pid, err := strconv.Atoi(n)
@@ -45,7 +51,10 @@ func (h Host) ContainerProcs() (map[string]Proc, error) {
 		if err != nil {
 			continue
 		}
-		ids := ContainerIDs(b)
+		if len(idRE.FindIndex(b)) == 0 {
+			continue
+		}
+		ids := h.trustedIDs(b, mounts, owners)
 		if len(ids) == 0 {
 			continue
 		}
@@ -112,7 +121,15 @@ func (h Host) UpperDir(pid int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return upperDir(b), nil
+	d := upperDir(b)
+	if d == "" {
+		return "", nil
+	}
+	// The engine's own directory: no link anywhere on the way.
+	if real, err := filepath.EvalSymlinks(h.path(d)); err != nil || real != filepath.Clean(h.path(d)) {
+		return "", fmt.Errorf("pid %d: upper directory is not a plain directory", pid)
+	}
+	return d, nil
 }
 
 func upperDir(mountinfo []byte) string {

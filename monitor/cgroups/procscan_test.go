@@ -56,14 +56,39 @@ func TestContainerProcs(t *testing.T) {
 		"proc/400/cgroup": "0::/docker/" + idB + "\n",
 		"proc/self/x":     "",
 		"proc/stat":       "cpu  1 2 3\nbtime 1700000000\n",
+		"proc/self/mountinfo": "30 20 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n" +
+			"31 20 0:27 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+		"sys/fs/cgroup/docker/" + idA + "/cgroup.procs":                    "",
+		"sys/fs/cgroup/memory/docker/" + idA + "/cgroup.procs":             "",
+		"sys/fs/cgroup/system.slice/docker-" + idB + ".scope/cgroup.procs": "",
+		"sys/fs/cgroup/docker/" + idB + "/cgroup.procs":                    "",
+		// A student's delegated sub-tree (systemd user@UID.service) with a
+		// directory named after A, holding a process that started first.
+		"proc/5/cgroup": "0::/user.slice/user@1001.service/docker-" + idA + ".scope\n",
+		"proc/5/stat":   stat("5", "sleep", 2),
+		"sys/fs/cgroup/user.slice/user@1001.service/docker-" + idA + ".scope/cgroup.procs": "",
 	})
 	h := Host{Root: root}
+	if os.Getuid() == 0 {
+		if err := os.Chown(filepath.Join(root, "sys/fs/cgroup/user.slice/user@1001.service/docker-"+idA+".scope"), 1001, 1001); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		// Not root: the student's directory cannot be given away; remove it instead.
+		os.RemoveAll(filepath.Join(root, "sys/fs/cgroup/user.slice"))
+	}
 	got, err := h.ContainerProcs()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 2 || got[idA].PID != 900 || got[idA].Start != 5 || got[idB].PID != 300 {
-		t.Fatalf("ContainerProcs = %+v", got)
+		t.Fatalf("ContainerProcs = %+v; want A's init 900 (not the student's 5 in a directory of theirs) and B's 300", got)
+	}
+	if ids, err := h.PidContainerIDs(5); err != nil || len(ids) != 0 {
+		t.Errorf("the student's process passes for container A's: %v %v", ids, err)
+	}
+	if ids, err := h.PidContainerIDs(900); err != nil || len(ids) != 1 || ids[0] != idA {
+		t.Errorf("A's init: %v %v", ids, err)
 	}
 	st, err := h.StartTime(got[idA].Start)
 	if err != nil || !st.Equal(time.Unix(1700000000, 50e6)) {
