@@ -115,6 +115,7 @@ type Monitor struct {
 	Interval    Duration // how often `mlc monitor serve` samples
 	Listen      string   // the exporter's address, host:port
 	StatsWindow Duration // the span `mlc stats` measures CPU over
+	TokenFile   string   // a file holding the bearer token scrapes must send; "" for none
 }
 
 // Config is a loaded policy.

@@ -692,8 +692,14 @@ func (p *parser) monitor(n *yaml.Node, m *Monitor) {
 				}
 				m.Listen = s
 			}
+		case "token_file":
+			if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+				m.TokenFile = ""
+				return
+			}
+			m.TokenFile = p.absPath(v, w)
 		default:
-			p.errf(k, "monitor: unknown key %s (known: retention, interval, listen, stats_window)", excerpt(k.Value))
+			p.errf(k, "monitor: unknown key %s (known: retention, interval, listen, stats_window, token_file)", excerpt(k.Value))
 		}
 	})
 }

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mlc-lab/mlc/containers"
@@ -143,6 +146,9 @@ Examples:
 					}
 					defer done()
 					srv := server.New(sm, every, s.errOut)
+					if srv.Token, err = readToken(s.cfg.Monitor.TokenFile); err != nil {
+						return err
+					}
 					return srv.Serve(s.ctx, listen, func(a net.Addr) {
 						fmt.Fprintf(s.errOut, "mlc monitor: serving http://%s/metrics, sampling every %s\n", a, every)
 					})
@@ -245,4 +251,35 @@ func ownLines(rep history.Report, user string) history.Report {
 	}
 	rep.Users = own
 	return rep
+}
+
+// readToken reads the exporter's bearer token from path ("" for none). The
+// file must be root's and unreadable by others: it is what keeps the
+// metrics from every local user.
+func readToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return "", errs.Wrap(errs.Config, err, "monitor.token_file %s", path)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", errs.Wrap(errs.Config, err, "monitor.token_file %s", path)
+	}
+	sys, _ := st.Sys().(*syscall.Stat_t)
+	if !st.Mode().IsRegular() || sys == nil || sys.Uid != 0 || st.Mode().Perm()&0o007 != 0 {
+		return "", errs.New(errs.Config, "monitor.token_file %s must be a regular file of root's that others cannot read or write (chmod 0640, group prometheus)", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", errs.Wrap(errs.Config, err, "monitor.token_file %s", path)
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < 16 || strings.ContainsAny(tok, " \t\r\n") {
+		return "", errs.New(errs.Config, "monitor.token_file %s: the token must be one word of at least 16 characters (openssl rand -hex 32)", path)
+	}
+	return tok, nil
 }

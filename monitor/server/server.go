@@ -6,11 +6,13 @@ package server
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -76,6 +78,9 @@ type Server struct {
 	Sampler  *Sampler
 	Interval time.Duration
 	Log      io.Writer // one line per failed sample
+	// Token, when set, must come with every scrape as "Authorization:
+	// Bearer TOKEN": a loopback port is open to every local user.
+	Token string
 
 	mu       sync.RWMutex
 	last     *Snapshot
@@ -135,7 +140,18 @@ func (srv *Server) Last() *Snapshot {
 // Handler serves /metrics (and a pointer to it at /).
 func (srv *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(srv.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	metrics := promhttp.HandlerFor(srv.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		if srv.Token != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(srv.Token)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="mlc"`)
+				http.Error(w, "mlc monitor: a bearer token is needed (monitor.token_file)", http.StatusUnauthorized)
+				return
+			}
+		}
+		metrics.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)

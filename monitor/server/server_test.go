@@ -279,3 +279,29 @@ func TestMetricNamesAreDescribed(t *testing.T) {
 		seen[n] = true
 	}
 }
+
+func TestToken(t *testing.T) {
+	srv, _ := newServer(t)
+	srv.Token = "s3cret-token-of-32-characters-xx"
+	if err := srv.SampleNow(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"", "Bearer wrong", "Basic " + srv.Token, srv.Token} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/metrics", nil)
+		if h != "" {
+			req.Header.Set("Authorization", h)
+		}
+		srv.Handler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusUnauthorized || strings.Contains(rec.Body.String(), "alice") {
+			t.Errorf("Authorization %q: %d %q", h, rec.Code, rec.Body.String())
+		}
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+srv.Token)
+	srv.Handler().ServeHTTP(rec, req)
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `user="alice"`) {
+		t.Errorf("with the token: %d", rec.Code)
+	}
+}
