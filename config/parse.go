@@ -88,7 +88,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		},
 		Cleanup: Cleanup{IdleCPUPercent: 5, IdleGPUPercent: 5, IdleNetBytes: 1 << 20, RemoveStoppedAfter: Never},
 		Monitor: Monitor{Retention: Duration{D: 30 * 24 * time.Hour}, Interval: Duration{D: 30 * time.Second},
-			Listen: "127.0.0.1:9101", StatsWindow: Duration{D: 250 * time.Millisecond}},
+			Listen: "127.0.0.1:9101", StatsWindow: Duration{D: 200 * time.Millisecond}},
 		StateDir: "/var/lib/mlc",
 		AuditLog: "/var/log/mlc/audit.jsonl",
 	}

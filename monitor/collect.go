@@ -28,7 +28,7 @@ type Procfs interface {
 	// ContainerProcs finds every container's init process in one scan of
 	// /proc; StartTime and UpperDir say when it started and where its
 	// writable layer is. A container not found there is asked of the engine.
-	ContainerProcs() (map[string]cgroups.Proc, error)
+	ContainerProcs(ids []string) (map[string]cgroups.Proc, error)
 	StartTime(ticks uint64) (time.Time, error)
 	UpperDir(pid int) (string, error)
 }
@@ -67,7 +67,7 @@ type Options struct {
 	// not there is an error of kind NotFound.
 	Names []string
 	// Window is the span CPU % is measured over when there is no previous
-	// reading of a container younger than MaxAge; 0 means 250ms.
+	// reading of the container; 0 means 200ms.
 	Window time.Duration
 	// Reuse allows CPU % from the collector's previous reading (a monitor);
 	// otherwise every Collect measures over Window.
@@ -119,7 +119,7 @@ func (co *Collector) Collect(ctx context.Context, o Options) (Sample, error) {
 	}
 	window := o.Window
 	if window <= 0 {
-		window = 250 * time.Millisecond
+		window = 200 * time.Millisecond
 	}
 	var targets []*target
 	for _, c := range list {
@@ -130,7 +130,13 @@ func (co *Collector) Collect(ctx context.Context, o Options) (Sample, error) {
 	}
 	// Each running container's init process, from one scan of /proc; the
 	// engine is asked (one inspect each) only for the rest.
-	procs, _ := co.Proc.ContainerProcs()
+	var running []string
+	for _, t := range targets {
+		if t.c.Running() {
+			running = append(running, t.c.ID)
+		}
+	}
+	procs, _ := co.Proc.ContainerProcs(running)
 	forEach(targets, func(t *target) {
 		if p, ok := procs[t.c.ID]; ok && t.c.Running() {
 			started, err := co.Proc.StartTime(p.Start)
@@ -349,6 +355,9 @@ func (co *Collector) readAll(ts []*target) {
 // needWindow is whether CPU % must be measured over a window now: always
 // unless reuse is allowed and every running target has a previous reading.
 func (co *Collector) needWindow(ts []*target, reuse bool) bool {
+	if !slices.ContainsFunc(ts, func(t *target) bool { return t.rt.Pid > 0 && t.stats.Error == "" }) {
+		return false // nothing running to measure
+	}
 	if !reuse {
 		return true
 	}

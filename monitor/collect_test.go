@@ -72,7 +72,7 @@ func (f *fakeProc) PidContainerIDs(pid int) ([]string, error) {
 
 func (f *fakeProc) MemTotal() (uint64, error) { return 64 << 30, nil }
 
-func (f *fakeProc) ContainerProcs() (map[string]cgroups.Proc, error) {
+func (f *fakeProc) ContainerProcs([]string) (map[string]cgroups.Proc, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.procs, nil

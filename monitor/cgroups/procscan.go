@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,13 +21,98 @@ type Proc struct {
 	Start uint64 // start time in clock ticks since boot (/proc/PID/stat field 22)
 }
 
-// ContainerProcs scans /proc once and returns, for every container id that
-// trustedIDs finds in a process's cgroup file, its first process: the one
-// that started first (the container's init, which lives as long as the
-// container; the lowest pid is not it after pid numbers wrap). A process
-// that ends during the scan is skipped. This replaces one engine inspect per
-// container, which costs more than the whole scan.
-func (h Host) ContainerProcs() (map[string]Proc, error) {
+// ContainerProcs returns the first process of each of the containers ids
+// that it finds: the one that started first (the container's init, which
+// lives as long as the container; the lowest pid is not it after pid numbers
+// wrap). It looks in the engine's usual cgroup directories first
+// (docker/<id> under cgroupfs, system.slice/docker-<id>.scope under systemd:
+// one cgroup.procs read per container), and scans every process's
+// /proc/PID/cgroup only for those it did not find there (a cgroup parent).
+// Either way a directory counts only when it is root's (trustedIDs). This
+// replaces one engine inspect per container, which costs more than all of it.
+func (h Host) ContainerProcs(ids []string) (map[string]Proc, error) {
+	out := map[string]Proc{}
+	mounts, err := h.mountList()
+	if err != nil {
+		return nil, err
+	}
+	var missing []string
+	for _, id := range ids {
+		if !validID(id) {
+			continue
+		}
+		if p, ok := h.fromUsualCgroup(id, mounts); ok {
+			out[id] = p
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	scanned, err := h.scanProcs()
+	if err != nil {
+		return out, err
+	}
+	for _, id := range missing {
+		if p, ok := scanned[id]; ok {
+			out[id] = p
+		}
+	}
+	return out, nil
+}
+
+// usualCgroups are where the engine puts container id's cgroup without a
+// cgroup parent: the cgroupfs and the systemd driver's places.
+func usualCgroups(id string) []string {
+	return []string{"docker/" + id, "system.slice/docker-" + id + ".scope"}
+}
+
+// fromUsualCgroup finds id's first process through the cgroup.procs of its
+// usual cgroup directory, if that exists and is root's like its mount.
+func (h Host) fromUsualCgroup(id string, mounts []mount) (Proc, bool) {
+	for _, m := range mounts {
+		if m.Root != "/" || !(m.V2 || slices.Contains(m.Opts, "pids") || slices.Contains(m.Opts, "memory")) {
+			continue
+		}
+		owner, ok := ownerOf(h.path(m.Point))
+		if !ok {
+			continue
+		}
+		for _, rel := range usualCgroups(id) {
+			dir := filepath.Join(h.path(m.Point), rel)
+			if uid, ok := ownerOf(dir); !ok || uid != owner {
+				continue
+			}
+			b, err := readFile(filepath.Join(dir, "cgroup.procs"))
+			if err != nil {
+				continue
+			}
+			var best Proc
+			for _, f := range strings.Fields(string(b)) {
+				pid, err := strconv.Atoi(f)
+				if err != nil || pid <= 0 {
+					continue
+				}
+				start, err := h.procStartTicks(pid)
+				if err != nil {
+					continue
+				}
+				if best.PID == 0 || start < best.Start || (start == best.Start && pid < best.PID) {
+					best = Proc{PID: pid, Start: start}
+				}
+			}
+			if best.PID != 0 {
+				return best, true
+			}
+		}
+	}
+	return Proc{}, false
+}
+
+// scanProcs reads every process's cgroup file once: the first process of
+// every container trustedIDs finds.
+func (h Host) scanProcs() (map[string]Proc, error) {
 	d, err := os.Open(h.path("/proc"))
 	if err != nil {
 		return nil, err

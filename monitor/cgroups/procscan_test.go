@@ -77,7 +77,7 @@ func TestContainerProcs(t *testing.T) {
 		// Not root: the student's directory cannot be given away; remove it instead.
 		os.RemoveAll(filepath.Join(root, "sys/fs/cgroup/user.slice"))
 	}
-	got, err := h.ContainerProcs()
+	got, err := h.ContainerProcs([]string{idA, idB, "not-an-id"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +112,37 @@ func TestUpperDir(t *testing.T) {
 	} {
 		if got := upperDir([]byte(in)); got != want {
 			t.Errorf("upperDir(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Without a cgroup.procs in the usual places (a cgroup parent, or as in the
+// test above), the scan finds them; with one, the scan is not needed.
+func TestContainerProcsUsualCgroup(t *testing.T) {
+	root := writeTree(t, map[string]string{
+		"proc/self/mountinfo": "30 20 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+		"proc/900/stat":       stat("900", "docker-init", 5),
+		"proc/901/stat":       stat("901", "sh", 9),
+		"sys/fs/cgroup/docker/" + idA + "/cgroup.procs": "901\n900\n",
+		// B's process has no cgroup file: only the usual place can find it.
+		"proc/300/stat": stat("300", "sh", 3),
+		"sys/fs/cgroup/system.slice/docker-" + idB + ".scope/cgroup.procs": "300\n",
+	})
+	got, err := Host{Root: root}.ContainerProcs([]string{idA, idB})
+	if err != nil || got[idA].PID != 900 || got[idB].PID != 300 {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if os.Getuid() == 0 {
+		// A directory that is not root's does not count.
+		must := func(err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		must(os.Chown(filepath.Join(root, "sys/fs/cgroup/docker/"+idA), 1001, 1001))
+		got, err = Host{Root: root}.ContainerProcs([]string{idA})
+		if err != nil || len(got) != 0 {
+			t.Errorf("a user's directory named docker/<id> counted: %+v %v", got, err)
 		}
 	}
 }

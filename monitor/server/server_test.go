@@ -48,10 +48,10 @@ func (p *proc) PidContainerIDs(pid int) ([]string, error) {
 	defer p.mu.Unlock()
 	return p.ids[pid], nil
 }
-func (p *proc) MemTotal() (uint64, error)                        { return 8 << 30, nil }
-func (p *proc) ContainerProcs() (map[string]cgroups.Proc, error) { return nil, nil }
-func (p *proc) StartTime(uint64) (time.Time, error)              { return time.Time{}, nil }
-func (p *proc) UpperDir(int) (string, error)                     { return "", nil }
+func (p *proc) MemTotal() (uint64, error)                                { return 8 << 30, nil }
+func (p *proc) ContainerProcs([]string) (map[string]cgroups.Proc, error) { return nil, nil }
+func (p *proc) StartTime(uint64) (time.Time, error)                      { return time.Time{}, nil }
+func (p *proc) UpperDir(int) (string, error)                             { return "", nil }
 
 type snapGPUs struct{ s gpus.Snapshot }
 
