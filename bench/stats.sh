@@ -68,7 +68,8 @@ for _ in $(seq 1 100); do
 done
 : >"$state/scrape"
 for _ in $(seq 1 30); do
-  t0=$(now); curl -sf -o /dev/null "http://127.0.0.1:$port/metrics"; t1=$(now); echo $((t1 - t0)) >>"$state/scrape"
+  # curl's own clock: the request, not the start of a curl process.
+  curl -sf -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$port/metrics" | awk '{printf "%d\n", $1 * 1e9}' >>"$state/scrape"
 done
 series=$(curl -sf "http://127.0.0.1:$port/metrics" | grep -c '^mlc_' || true)
 sleep 5 # a few more samples, so the peak includes sampling

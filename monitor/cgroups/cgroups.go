@@ -38,6 +38,7 @@ type Host struct {
 	// mounts are the cgroup mounts when Cached read them once; nil: read
 	// /proc/self/mountinfo on every call.
 	mounts []mount
+	boot   int64 // boot time (Unix seconds) when Cached read it
 }
 
 // Cached is h with its cgroup mounts read now and kept: they do not change
@@ -48,6 +49,9 @@ func (h Host) Cached() (Host, error) {
 		return h, err
 	}
 	h.mounts = ms
+	if boot, err := h.bootTime(); err == nil {
+		h.boot = boot
+	}
 	return h, nil
 }
 

@@ -181,11 +181,22 @@ func (h Host) procStartTicks(pid int) (uint64, error) {
 }
 
 // StartTime is when a process that started ticks clock ticks after boot
-// started, from the boot time in /proc/stat.
+// started, from the boot time in /proc/stat (read once per Cached host).
 func (h Host) StartTime(ticks uint64) (time.Time, error) {
+	boot := h.boot
+	if boot == 0 {
+		var err error
+		if boot, err = h.bootTime(); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return time.Unix(boot, 0).Add(time.Duration(ticks) * time.Second / clockTicks), nil
+}
+
+func (h Host) bootTime() (int64, error) {
 	b, err := readFile(h.path("/proc/stat"))
 	if err != nil {
-		return time.Time{}, err
+		return 0, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "btime "); ok {
@@ -193,10 +204,10 @@ func (h Host) StartTime(ticks uint64) (time.Time, error) {
 			if err != nil || boot <= 0 {
 				break
 			}
-			return time.Unix(boot, 0).Add(time.Duration(ticks) * time.Second / clockTicks), nil
+			return boot, nil
 		}
 	}
-	return time.Time{}, errors.New("/proc/stat: no btime")
+	return 0, errors.New("/proc/stat: no btime")
 }
 
 // UpperDir is the upper directory of the overlay mounted at / for process
