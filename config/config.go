@@ -102,11 +102,30 @@ type GPU struct {
 
 // Cleanup is the cleanup section.
 type Cleanup struct {
-	IdleCPUPercent     float64  // below this average CPU a container is idle
-	IdleGPUPercent     float64  // below this average GPU use a container is idle
-	IdleNetBytes       Size     // below this much traffic (in + out) per sample interval a container is idle
-	RemoveStoppedAfter Duration // remove containers stopped this long; never = keep
-	PruneImages        bool     // prune dangling images
+	IdleCPUPercent     float64     // below this average CPU a container is idle
+	IdleGPUPercent     float64     // below this average GPU use a container is idle
+	IdleNetBytes       Size        // below this much traffic (in + out) per sample interval a container is idle
+	RemoveStoppedAfter Duration    // remove containers stopped this long; never = keep
+	PruneImages        bool        // remove dangling images (and, with ImageMaxAge, old unused ones)
+	ImageMaxAge        Duration    // unused images older than this are removed too; never = only dangling
+	MinSamples         int         // samples that must cover an idle time before it is judged
+	MaxSampleAge       Duration    // the latest sample must be this recent for any idle judgement
+	Grace              Duration    // containers started less than this ago are not judged idle
+	WarnAt             []float64   // fractions of the idle timeout at which the owner is warned
+	KeepAliveMax       Duration    // a /workspace/.keep-alive younger than this postpones a stop
+	StopTimeout        int         // seconds a stopped container's processes get before SIGKILL
+	HighDemand         *HighDemand // nil: timeouts never shortened
+}
+
+// HighDemand shortens idle timeouts while GPUs are scarce.
+type HighDemand struct {
+	GPUFraction float64 // at least this share of GPUs allocated ...
+	Factor      float64 // ... and someone waiting: timeouts times this
+}
+
+// Notify is how owners hear of cleanup beyond their terminals and workspace.
+type Notify struct {
+	Command string // run with sh -c, the message on stdin; "" for none
 }
 
 // Monitor is the monitor section: the usage history and the exporter.
@@ -128,6 +147,7 @@ type Config struct {
 	Images        []Image
 	GPU           GPU
 	Cleanup       Cleanup
+	Notify        Notify
 	Monitor       Monitor
 	Protected     []string
 	Admins        []string

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDefaultIsValid(t *testing.T) {
@@ -120,6 +121,13 @@ func TestErrors(t *testing.T) {
 		{"idle net", "cleanup:\n  idle_net_bytes: lots\n", "p.yaml:2: cleanup.idle_net_bytes: "},
 		{"monitor key", "monitor:\n  retain: 3d\n", "p.yaml:2: monitor: unknown key \"retain\" (known: retention, interval, listen, stats_window, token_file)"},
 		{"monitor interval", "monitor:\n  interval: 10ms\n", "p.yaml:2: monitor.interval: must be between 1s and 1d"},
+		{"warn at", "cleanup:\n  warn_at: [0.8, 1.5]\n", "p.yaml:2: cleanup.warn_at: 1.5 is not a fraction between 0 and 1"},
+		{"warn at empty", "cleanup:\n  warn_at: []\n", "p.yaml:2: cleanup.warn_at: give at least one fraction"},
+		{"high demand", "cleanup:\n  high_demand: {gpu_fraction: 0.9, factor: 2}\n", "p.yaml:2: cleanup.high_demand.factor: must be above 0 and at most 1"},
+		{"high demand key", "cleanup:\n  high_demand: {fraction: 0.9}\n", "p.yaml:2: cleanup.high_demand: unknown key \"fraction\" (known: gpu_fraction, factor)"},
+		{"grace never", "cleanup:\n  grace: null\n", "p.yaml:2: cleanup.grace: must be a duration, not never"},
+		{"min samples", "cleanup:\n  min_samples: 0\n", "p.yaml:2: cleanup.min_samples: must be at least 1"},
+		{"notify", "notify:\n  cmd: mail\n", "p.yaml:2: notify: unknown key \"cmd\" (known: command)"},
 		{"monitor token", "monitor:\n  token_file: token.txt\n", "p.yaml:2: monitor.token_file: "},
 		{"monitor window", "monitor:\n  stats_window: 1m\n", "p.yaml:2: monitor.stats_window: must be between 50ms and 5s"},
 		{"monitor listen", "monitor:\n  listen: 9101\n", "p.yaml:2: monitor.listen: \"9101\" is not HOST:PORT (like 127.0.0.1:9101)"},
@@ -220,5 +228,36 @@ func TestDurations(t *testing.T) {
 		if _, err := ParseDuration(s); err == nil {
 			t.Errorf("ParseDuration(%q) accepted", s)
 		}
+	}
+}
+
+func TestCleanupSection(t *testing.T) {
+	c, err := Parse("p.yaml", []byte(`cleanup:
+  min_samples: 2
+  max_sample_age: 90s
+  grace: 30s
+  warn_at: [0.5, 0.9]
+  keepalive_max: 2m
+  stop_timeout: 5
+  high_demand: {gpu_fraction: 0.75, factor: 0.25}
+  remove_stopped_after: 2m
+  prune_images: true
+  image_max_age: 30d
+notify:
+  command: mail -s "$MLC_SUBJECT" "$MLC_USER"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := c.Cleanup
+	if cl.MinSamples != 2 || cl.MaxSampleAge.D != 90*time.Second || cl.Grace.D != 30*time.Second || len(cl.WarnAt) != 2 ||
+		cl.KeepAliveMax.D != 2*time.Minute || cl.StopTimeout != 5 || cl.HighDemand == nil || cl.HighDemand.Factor != 0.25 ||
+		cl.RemoveStoppedAfter.D != 2*time.Minute || !cl.PruneImages || cl.ImageMaxAge.D != 30*24*time.Hour ||
+		c.Notify.Command != `mail -s "$MLC_SUBJECT" "$MLC_USER"` {
+		t.Errorf("%+v %+v", cl, c.Notify)
+	}
+	d := Default().Cleanup
+	if d.HighDemand != nil || d.MinSamples != 3 || !d.ImageMaxAge.Never || d.Grace.D != time.Hour {
+		t.Errorf("defaults: %+v", d)
 	}
 }

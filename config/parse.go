@@ -86,7 +86,9 @@ func Parse(name string, data []byte) (*Config, error) {
 			Mode: "exclusive", MaxPerGPU: 1, Strategy: "spread", Runtime: "nvidia",
 			HoldAfterStop: Never, PendingTimeout: Duration{D: 5 * 60e9},
 		},
-		Cleanup: Cleanup{IdleCPUPercent: 5, IdleGPUPercent: 5, IdleNetBytes: 1 << 20, RemoveStoppedAfter: Never},
+		Cleanup: Cleanup{IdleCPUPercent: 5, IdleGPUPercent: 5, IdleNetBytes: 1 << 20, RemoveStoppedAfter: Never,
+			ImageMaxAge: Never, MinSamples: 3, MaxSampleAge: Duration{D: 15 * time.Minute}, Grace: Duration{D: time.Hour},
+			WarnAt: []float64{0.8, 0.95}, KeepAliveMax: Duration{D: 24 * time.Hour}, StopTimeout: 30},
 		Monitor: Monitor{Retention: Duration{D: 30 * 24 * time.Hour}, Interval: Duration{D: 30 * time.Second},
 			Listen: "127.0.0.1:9101", StatsWindow: Duration{D: 200 * time.Millisecond}},
 		StateDir: "/var/lib/mlc",
@@ -110,6 +112,19 @@ func Parse(name string, data []byte) (*Config, error) {
 			p.cleanup(v, &c.Cleanup)
 		case "monitor":
 			p.monitor(v, &c.Monitor)
+		case "notify":
+			p.mapping(v, "notify", func(k, v *yaml.Node) {
+				switch k.Value {
+				case "command":
+					if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+						c.Notify.Command = ""
+					} else if s, ok := p.str(v, "notify.command"); ok {
+						c.Notify.Command = s
+					}
+				default:
+					p.errf(k, "notify: unknown key %s (known: command)", excerpt(k.Value))
+				}
+			})
 		case "protected":
 			c.Protected = p.strList(v, "protected")
 			for i, pat := range c.Protected {
@@ -129,7 +144,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		case "audit_log":
 			c.AuditLog = p.absPath(v, "audit_log")
 		default:
-			p.errf(k, "unknown key %s (known: defaults, groups, user_overrides, policies, images, gpu, cleanup, monitor, protected, admins, state_dir, audit_log)", excerpt(k.Value))
+			p.errf(k, "unknown key %s (known: defaults, groups, user_overrides, policies, images, gpu, cleanup, notify, monitor, protected, admins, state_dir, audit_log)", excerpt(k.Value))
 		}
 	})
 	p.crossCheck(c)
@@ -651,8 +666,89 @@ func (p *parser) cleanup(n *yaml.Node, cl *Cleanup) {
 			}
 		case "prune_images":
 			cl.PruneImages = p.boolean(v, w)
+		case "image_max_age", "max_sample_age", "grace", "keepalive_max":
+			d, ok := p.duration(v, w)
+			if !ok {
+				return
+			}
+			switch k.Value {
+			case "image_max_age":
+				cl.ImageMaxAge = d
+			case "max_sample_age":
+				if d.Never {
+					p.errf(v, "%s: must be a duration, not never", w)
+				}
+				cl.MaxSampleAge = d
+			case "grace":
+				if d.Never {
+					p.errf(v, "%s: must be a duration, not never", w)
+				}
+				cl.Grace = d
+			case "keepalive_max":
+				cl.KeepAliveMax = d
+			}
+		case "min_samples":
+			if x, ok := p.integer(v, w, 1); ok {
+				if x > 10000 {
+					p.errf(v, "%s: at most 10000", w)
+				}
+				cl.MinSamples = int(x)
+			}
+		case "stop_timeout":
+			if x, ok := p.integer(v, w, 0); ok {
+				if x > 3600 {
+					p.errf(v, "%s: at most 3600 seconds", w)
+				}
+				cl.StopTimeout = int(x)
+			}
+		case "warn_at":
+			if v.Kind != yaml.SequenceNode {
+				p.errf(v, "%s: expected a list of fractions of the idle timeout, like [0.8, 0.95]", w)
+				return
+			}
+			cl.WarnAt = nil
+			for _, e := range v.Content {
+				if x, ok := p.number(e, w); ok {
+					if x <= 0 || x >= 1 {
+						p.errf(e, "%s: %v is not a fraction between 0 and 1 (0.8 warns at 80 %% of the timeout)", w, x)
+						continue
+					}
+					cl.WarnAt = append(cl.WarnAt, x)
+				}
+			}
+			if len(cl.WarnAt) == 0 && len(p.errs) == 0 {
+				p.errf(v, "%s: give at least one fraction: the owner is always warned before a stop", w)
+			}
+		case "high_demand":
+			if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+				cl.HighDemand = nil
+				return
+			}
+			hd := &HighDemand{GPUFraction: 0.9, Factor: 0.5}
+			p.mapping(v, w, func(k2, v2 *yaml.Node) {
+				w2 := w + "." + short(k2.Value)
+				x, ok := p.number(v2, w2)
+				if !ok {
+					return
+				}
+				switch k2.Value {
+				case "gpu_fraction":
+					if x <= 0 || x > 1 {
+						p.errf(v2, "%s: must be above 0 and at most 1", w2)
+					}
+					hd.GPUFraction = x
+				case "factor":
+					if x <= 0 || x > 1 {
+						p.errf(v2, "%s: must be above 0 and at most 1 (0.5 halves the timeouts)", w2)
+					}
+					hd.Factor = x
+				default:
+					p.errf(k2, "%s: unknown key %s (known: gpu_fraction, factor)", w, excerpt(k2.Value))
+				}
+			})
+			cl.HighDemand = hd
 		default:
-			p.errf(k, "cleanup: unknown key %s (known: idle_cpu_percent, idle_gpu_percent, idle_net_bytes, remove_stopped_after, prune_images)", excerpt(k.Value))
+			p.errf(k, "cleanup: unknown key %s (known: idle_cpu_percent, idle_gpu_percent, idle_net_bytes, min_samples, max_sample_age, grace, warn_at, keepalive_max, stop_timeout, high_demand, remove_stopped_after, prune_images, image_max_age)", excerpt(k.Value))
 		}
 	})
 }
