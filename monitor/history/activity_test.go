@@ -339,8 +339,8 @@ func TestMigrateV2(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if v := column(t, db, `PRAGMA user_version`)[0]; v != 3 {
-		t.Errorf("user_version %d after upgrading, want 3", v)
+	if v := column(t, db, `PRAGMA user_version`)[0]; v != int64(len(migrations)) {
+		t.Errorf("user_version %d after upgrading, want %d", v, len(migrations))
 	}
 	checkActivity(t, db, "after upgrading")
 	a, err := db.Activity()

@@ -163,6 +163,15 @@ var migrations = []string{
 		WHERE c.container_id = n.container_id AND c.sample_id = s.id AND c.running;
 	DELETE FROM activity;
 	` + buildActivity,
+	// 4: the warnings cleanup gave, so that a stop comes only in a run after
+	// the last warning of the same idle spell.
+	`CREATE TABLE warnings (
+		container_id  TEXT    NOT NULL,
+		level         INTEGER NOT NULL, -- percent of the idle timeout
+		idle_since_ms INTEGER NOT NULL, -- the idle spell it was given for
+		at_ms         INTEGER NOT NULL,
+		PRIMARY KEY (container_id, level, idle_since_ms)
+	);`,
 }
 
 // buildActivityV2 filled the activity table of schema version 2 (its
