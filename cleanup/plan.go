@@ -149,6 +149,9 @@ type Action struct {
 	StopAt      time.Time `json:"stop_at,omitzero"`     // warn: when it will be stopped if still idle
 	KeepAlive   bool      `json:"keep_alive,omitempty"` // warn: a keep-alive file postpones the stop
 	StopTimeout int       `json:"stop_timeout,omitempty"`
+	// After a real run: done, failed or not done (interrupted), and why it failed.
+	Result string `json:"result,omitempty"`
+	Error  string `json:"error,omitempty"`
 }
 
 // Skip is a container (or image) that was considered and left alone, and why.

@@ -78,6 +78,12 @@ func (m *Manager) audit(a Actor, action, name string, err error, detail any) {
 	}
 }
 
+// Record appends an action done outside the Manager's own methods (a
+// cleanup warning, an image removal) to the audit log.
+func (m *Manager) Record(a Actor, action, name string, err error, detail any) {
+	m.audit(a, action, name, err, detail)
+}
+
 // ready makes sure a state change can be audited before it is made.
 func (m *Manager) ready() error {
 	if m.Audit == nil {
@@ -375,12 +381,25 @@ func (m *Manager) protectMark(id string) string { return filepath.Join(m.protect
 func (m *Manager) clearProtectMark(id string)   { _ = os.Remove(m.protectMark(id)) }
 
 // IsProtected is whether cleanup, prune and remove must leave c alone.
-func (m *Manager) IsProtected(c engine.Container) bool {
-	if c.Labels[engine.LabelProtected] == "true" || m.matchesPattern(c) {
-		return true
+func (m *Manager) IsProtected(c engine.Container) bool { return m.ProtectedWhy(c) != "" }
+
+// ProtectedWhy says why c is protected ("" when it is not): its label, a
+// protected pattern of the policy, or an admin's mlc protect.
+func (m *Manager) ProtectedWhy(c engine.Container) string {
+	if c.Labels[engine.LabelProtected] == "true" {
+		return "label " + engine.LabelProtected
 	}
-	_, err := os.Stat(m.protectMark(c.ID))
-	return err == nil
+	for _, pat := range m.Cfg.Protected {
+		for _, n := range []string{c.Labels[engine.LabelName], c.Name} {
+			if ok, _ := filepath.Match(pat, n); ok && n != "" {
+				return "pattern " + pat
+			}
+		}
+	}
+	if _, err := os.Stat(m.protectMark(c.ID)); err == nil {
+		return "mlc protect"
+	}
+	return ""
 }
 
 func (m *Manager) matchesPattern(c engine.Container) bool {

@@ -26,6 +26,7 @@ const (
 	Unavailable             // no free GPU (without --wait), a wait timed out, or no free network address
 	State                   // the state directory or ledger is unusable
 	Canceled                // the user said no to a confirmation
+	Partial                 // some actions of a run failed (mlc cleanup); the others were done
 	Interrupted             // Ctrl-C, SIGTERM or SIGHUP (or sudo dying) stopped the command
 	OpenFailed              // mlc itself failed in `mlc open NAME -- CMD`, whose own codes pass through
 )
@@ -50,6 +51,7 @@ var Table = []struct {
 	{Unavailable, 10, "unavailable", "no free GPU, waiting for one timed out, or no network address left"},
 	{State, 11, "state", "the state directory or the GPU ledger cannot be used"},
 	{Canceled, 12, "canceled", "the user declined a confirmation"},
+	{Partial, 13, "partial", "mlc cleanup: some actions failed; the others were done"},
 	{OpenFailed, 125, "open-failed", "mlc open NAME -- CMD: mlc itself failed (CMD's own codes pass through, so mlc's are not used there)"},
 	{Interrupted, 130, "interrupted", "interrupted (Ctrl-C, SIGTERM, SIGHUP); a change under way was undone"},
 }
