@@ -26,8 +26,9 @@ type Container struct {
 	ID      string            `json:"id"`
 	Name    string            `json:"docker_name"`
 	Image   string            `json:"image"`
-	State   string            `json:"state"`  // created, running, exited, ...
-	Status  string            `json:"status"` // the engine's words: "Up 3 minutes"
+	ImageID string            `json:"image_id"` // sha256:... of the image it was created from
+	State   string            `json:"state"`    // created, running, exited, ...
+	Status  string            `json:"status"`   // the engine's words: "Up 3 minutes"
 	Created time.Time         `json:"created"`
 	Labels  map[string]string `json:"labels"`
 	Ports   []Port            `json:"ports,omitempty"`
@@ -81,12 +82,35 @@ type Engine interface {
 	// computes it (slow: the engine walks the layer); used only where the
 	// storage driver has no upper directory to measure.
 	LayerSize(ctx context.Context, id string) (int64, error)
+	// Images lists every image of the engine (the heads, not intermediate
+	// layers), tagged or dangling, used or not.
+	Images(ctx context.Context) ([]Image, error)
+	// RemoveImage removes one image by id, never forced and never pruning
+	// its untagged parents: an image any container uses (running or not),
+	// or one with several tags, is errs.Conflict; a missing one
+	// errs.NotFound.
+	RemoveImage(ctx context.Context, id string) error
+	// ImageIDOf is the id (sha256:...) of a local image reference (a name,
+	// name:tag or id); errs.NotFound when there is no such image.
+	ImageIDOf(ctx context.Context, ref string) (string, error)
+}
+
+// Image is one image of the engine.
+type Image struct {
+	ID       string            `json:"id"`   // sha256:...
+	Tags     []string          `json:"tags"` // repo:tag names; none when dangling
+	Created  time.Time         `json:"created"`
+	Dangling bool              `json:"dangling"` // no tags (or only <none>:<none>)
+	Labels   map[string]string `json:"labels"`
 }
 
 // Runtime is a container's process and storage facts.
 type Runtime struct {
 	Pid       int
 	StartedAt time.Time
+	// FinishedAt is when its last run ended; zero when it never ran to an
+	// end (a running container keeps the end of its previous run).
+	FinishedAt time.Time
 	// UpperDir is the host directory of the writable layer (overlay2's
 	// UpperDir); "" for other storage drivers.
 	UpperDir string
@@ -223,7 +247,7 @@ func (c *Client) List(ctx context.Context, user string) ([]Container, error) {
 	}
 	out := make([]Container, 0, len(list))
 	for _, s := range list {
-		ct := Container{ID: s.ID, Image: s.Image, State: s.State, Status: s.Status,
+		ct := Container{ID: s.ID, Image: s.Image, ImageID: s.ImageID, State: s.State, Status: s.Status,
 			Created: time.Unix(s.Created, 0), Labels: s.Labels}
 		if len(s.Names) > 0 {
 			ct.Name = strings.TrimPrefix(s.Names[0], "/")
@@ -251,7 +275,7 @@ func (c *Client) ListAll(ctx context.Context) ([]Container, error) {
 	}
 	out := make([]Container, 0, len(list))
 	for _, s := range list {
-		ct := Container{ID: s.ID, Image: s.Image, State: s.State, Status: s.Status,
+		ct := Container{ID: s.ID, Image: s.Image, ImageID: s.ImageID, State: s.State, Status: s.Status,
 			Created: time.Unix(s.Created, 0), Labels: s.Labels}
 		if len(s.Names) > 0 {
 			ct.Name = strings.TrimPrefix(s.Names[0], "/")
@@ -272,12 +296,61 @@ func (c *Client) Runtime(ctx context.Context, id string) (Runtime, error) {
 		if r.State.Running {
 			rt.Pid = r.State.Pid
 		}
-		rt.StartedAt, _ = time.Parse(time.RFC3339Nano, r.State.StartedAt)
+		rt.StartedAt = engineTime(r.State.StartedAt)
+		rt.FinishedAt = engineTime(r.State.FinishedAt)
 	}
 	if r.GraphDriver.Name == "overlay2" || r.GraphDriver.Name == "overlay" {
 		rt.UpperDir = r.GraphDriver.Data["UpperDir"]
 	}
 	return rt, nil
+}
+
+// engineTime parses a time the engine gives in RFC 3339; its "never"
+// (0001-01-01T00:00:00Z) and anything unparsable are the zero time.
+func engineTime(v string) time.Time {
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil || t.Year() <= 1 {
+		return time.Time{}
+	}
+	return t
+}
+
+// Images implements Engine.
+func (c *Client) Images(ctx context.Context) ([]Image, error) {
+	list, err := c.api.ImageList(ctx, image.ListOptions{All: false})
+	if err != nil {
+		return nil, c.classify(err, "listing images")
+	}
+	out := make([]Image, 0, len(list))
+	for _, s := range list {
+		im := Image{ID: s.ID, Created: time.Unix(s.Created, 0), Labels: s.Labels}
+		for _, t := range s.RepoTags {
+			if t != "<none>:<none>" && t != "" {
+				im.Tags = append(im.Tags, t)
+			}
+		}
+		im.Dangling = len(im.Tags) == 0
+		if im.Labels == nil {
+			im.Labels = map[string]string{}
+		}
+		out = append(out, im)
+	}
+	return out, nil
+}
+
+// RemoveImage implements Engine.
+func (c *Client) RemoveImage(ctx context.Context, id string) error {
+	_, err := c.api.ImageRemove(ctx, id, image.RemoveOptions{Force: false, PruneChildren: false})
+	return c.classify(err, "removing image "+shortImage(id))
+}
+
+// ImageIDOf implements Engine.
+func (c *Client) ImageIDOf(ctx context.Context, ref string) (string, error) {
+	r, err := c.api.ImageInspect(ctx, ref)
+	if err != nil {
+		return "", c.classify(err, "image "+ref)
+	}
+	return r.ID, nil
 }
 
 // LayerSize implements Engine.
@@ -442,6 +515,15 @@ func (c *Client) Logs(ctx context.Context, id string, o LogOptions) error {
 func short(id string) string {
 	if len(id) > 12 && !strings.Contains(id, "-") {
 		return id[:12]
+	}
+	return id
+}
+
+// shortImage is an image id as the engine abbreviates it (12 hex digits
+// after sha256:); other references as they are.
+func shortImage(id string) string {
+	if h, ok := strings.CutPrefix(id, "sha256:"); ok && len(h) > 12 {
+		return h[:12]
 	}
 	return id
 }

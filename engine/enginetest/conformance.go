@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,8 +39,24 @@ const (
 // time). The suite uses the image Image and short-lived containers (`sleep
 // 300`), never connects to a container, labels everything it makes with
 // Label, and removes what it can through the engine itself when each subtest
-// ends.
+// ends. The cases that need an image of their own are skipped: RunWith gives
+// the suite a way to build one.
 func Run(t *testing.T, newEngine func(t *testing.T) engine.Engine) {
+	RunWith(t, newEngine, Options{})
+}
+
+// Options give the suite what engine.Engine cannot do.
+type Options struct {
+	// BuildImage makes a new image on eng tagged ref, as `docker build` of
+	// "FROM Image" with these labels would: a fresh id, Image's labels
+	// overlaid with labels. An image ref named before keeps its id and
+	// loses the tag (dangling when it had no other). labels always hold
+	// Label, for sweeping. Nil skips the cases that need it.
+	BuildImage func(t *testing.T, eng engine.Engine, ref string, labels map[string]string)
+}
+
+// RunWith is Run with Options.
+func RunWith(t *testing.T, newEngine func(t *testing.T) engine.Engine, o Options) {
 	for _, c := range []struct {
 		name string
 		fn   func(*suite)
@@ -53,6 +70,9 @@ func Run(t *testing.T, newEngine func(t *testing.T) engine.Engine) {
 		{"Ports", testPorts},
 		{"PortTaken", testPortTaken},
 		{"Images", testImages},
+		{"ImageList", testImageList},
+		{"ContainerImageID", testContainerImageID},
+		{"RemoveImage", testRemoveImage},
 		{"Networks", testNetworks},
 		{"NetworkInUse", testNetworkInUse},
 		{"NetworkNotOurs", testNetworkNotOurs},
@@ -62,7 +82,9 @@ func Run(t *testing.T, newEngine func(t *testing.T) engine.Engine) {
 		{"ListAllAndRuntime", testListAllAndRuntime},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			c.fn(newSuite(t, newEngine(t)))
+			s := newSuite(t, newEngine(t))
+			s.opts = o
+			c.fn(s)
 		})
 	}
 }
@@ -76,6 +98,8 @@ type suite struct {
 	n    int
 	ids  []string
 	nets []string
+	imgs []string // ids of images it built
+	opts Options
 }
 
 func newSuite(t *testing.T, eng engine.Engine) *suite {
@@ -93,6 +117,9 @@ func newSuite(t *testing.T, eng engine.Engine) *suite {
 		}
 		for _, n := range s.nets {
 			_ = eng.RemoveNetwork(bg, n)
+		}
+		for _, id := range s.imgs {
+			_ = eng.RemoveImage(bg, id)
 		}
 	})
 	return s
@@ -463,6 +490,163 @@ func testImages(s *suite) {
 	s.is(s.eng.Pull(s.ctx, "127.0.0.1:1/mlc/conformance-missing:0", &strings.Builder{}), errs.Image, "pull of an unreachable image")
 }
 
+// imageOf is the id of ref, which must exist.
+func (s *suite) imageOf(ref string) string {
+	s.Helper()
+	id, err := s.eng.ImageIDOf(s.ctx, ref)
+	s.ok(err, "image id of "+ref)
+	if !strings.HasPrefix(id, "sha256:") || len(id) != len("sha256:")+64 {
+		s.Fatalf("image id of %s: %q, want sha256: and 64 hex digits", ref, id)
+	}
+	return id
+}
+
+// listedImage is image id as Images lists it.
+func (s *suite) listedImage(id string) (engine.Image, bool) {
+	s.Helper()
+	list, err := s.eng.Images(s.ctx)
+	s.ok(err, "images")
+	for _, im := range list {
+		if im.ID == id {
+			return im, true
+		}
+	}
+	return engine.Image{}, false
+}
+
+// build makes image ref (Options.BuildImage) with labels and Label, and
+// returns its id; the subtest is skipped without BuildImage.
+func (s *suite) build(ref string, labels map[string]string) string {
+	s.Helper()
+	if s.opts.BuildImage == nil {
+		s.Skip("no Options.BuildImage: the engine cannot build an image")
+	}
+	l := map[string]string{Label: s.run}
+	maps.Copy(l, labels)
+	s.opts.BuildImage(s.T, s.eng, ref, l)
+	id := s.imageOf(ref)
+	s.imgs = append(s.imgs, id)
+	return id
+}
+
+// Images lists every image with its id, tags and labels; the test image is
+// tagged, not dangling; ImageIDOf resolves a reference and an id, and a
+// missing image is NotFound, for RemoveImage too.
+func testImageList(s *suite) {
+	id := s.imageOf(Image)
+	if again := s.imageOf(id); again != id {
+		s.Errorf("image id of %s: %s", id, again)
+	}
+	list, err := s.eng.Images(s.ctx)
+	s.ok(err, "images")
+	var found bool
+	for _, im := range list {
+		if !strings.HasPrefix(im.ID, "sha256:") || len(im.ID) != len("sha256:")+64 {
+			s.Errorf("image id %q", im.ID)
+		}
+		if im.Dangling != (len(im.Tags) == 0) || slices.Contains(im.Tags, "<none>:<none>") {
+			s.Errorf("image %s: tags %q, dangling %v", im.ID, im.Tags, im.Dangling)
+		}
+		if im.Labels == nil {
+			s.Errorf("image %s: nil labels", im.ID)
+		}
+		if im.ID != id {
+			continue
+		}
+		found = true
+		if !slices.Contains(im.Tags, Image) || im.Dangling {
+			s.Errorf("%s listed with tags %q, dangling %v", Image, im.Tags, im.Dangling)
+		}
+		if im.Labels["org.opencontainers.image.title"] != imageLabels["org.opencontainers.image.title"] {
+			s.Errorf("%s listed with labels %v, want %v", Image, im.Labels, imageLabels)
+		}
+		if im.Created.IsZero() || im.Created.After(time.Now().Add(time.Minute)) {
+			s.Errorf("%s created %v", Image, im.Created)
+		}
+	}
+	if !found {
+		s.Fatalf("%s (%s) is not listed among %d images", Image, id, len(list))
+	}
+	_, err = s.eng.ImageIDOf(s.ctx, "mlc/conformance-missing:0")
+	s.is(err, errs.NotFound, "image id of a missing image")
+	missing := "sha256:" + strings.Repeat("0", 60) + s.run[:4]
+	_, err = s.eng.ImageIDOf(s.ctx, missing)
+	s.is(err, errs.NotFound, "image id of a missing id")
+	s.is(s.eng.RemoveImage(s.ctx, missing), errs.NotFound, "remove of a missing image")
+}
+
+// Containers are listed with the id of their image, by List and ListAll.
+func testContainerImageID(s *suite) {
+	want := s.imageOf(Image)
+	id := s.create(s.spec())
+	if c := s.get(id); c.ImageID != want {
+		s.Errorf("List: image id %q, want %q", c.ImageID, want)
+	}
+	all, err := s.eng.ListAll(s.ctx)
+	s.ok(err, "list all")
+	for _, c := range all {
+		if c.ID == id && c.ImageID != want {
+			s.Errorf("ListAll: image id %q, want %q", c.ImageID, want)
+		}
+	}
+}
+
+// RemoveImage refuses an image a container uses, in every state; removes an
+// unused one, tagged or dangling; a rebuild leaves the old image dangling.
+func testRemoveImage(s *suite) {
+	ref := "mlc-conf-" + s.run + ":x"
+	base := s.imageOf(Image)
+	id1 := s.build(ref, map[string]string{"mlc.test.build": "one"})
+	if id1 == base {
+		s.Fatalf("the built image has %s's id", Image)
+	}
+	im, ok := s.listedImage(id1)
+	if !ok || len(im.Tags) != 1 || im.Tags[0] != ref || im.Dangling || im.Labels[Label] != s.run || im.Labels["mlc.test.build"] != "one" {
+		s.Fatalf("built image listed as %+v (%v), want tag %s and labels %s, mlc.test.build", im, ok, ref, Label)
+	}
+	sp := s.spec()
+	sp.Image = ref
+	cid := s.create(sp)
+	if c := s.get(cid); c.ImageID != id1 {
+		s.Errorf("container of the built image: image id %q, want %q", c.ImageID, id1)
+	}
+	s.is(s.eng.RemoveImage(s.ctx, id1), errs.Conflict, "remove of an image a created container uses")
+	s.ok(s.eng.Start(s.ctx, cid), "start")
+	s.is(s.eng.RemoveImage(s.ctx, id1), errs.Conflict, "remove of an image a running container uses")
+	s.ok(s.eng.Stop(s.ctx, cid, 5), "stop")
+	s.is(s.eng.RemoveImage(s.ctx, id1), errs.Conflict, "remove of an image a stopped container uses")
+	if got := s.imageOf(ref); got != id1 {
+		s.Fatalf("after refused removes %s is %s, want %s", ref, got, id1)
+	}
+	s.ok(s.eng.Remove(s.ctx, cid, false), "remove the container")
+
+	// A rebuild takes the tag: the first image is left dangling.
+	id2 := s.build(ref, map[string]string{"mlc.test.build": "two"})
+	if id2 == id1 {
+		s.Fatal("the rebuild has the first build's id")
+	}
+	if im, ok := s.listedImage(id1); !ok || !im.Dangling || len(im.Tags) != 0 {
+		s.Fatalf("the replaced image: %+v (listed %v), want dangling", im, ok)
+	}
+	if im, ok := s.listedImage(id2); !ok || im.Dangling || len(im.Tags) != 1 || im.Tags[0] != ref || im.Labels["mlc.test.build"] != "two" {
+		s.Fatalf("the rebuilt image: %+v (listed %v)", im, ok)
+	}
+	s.ok(s.eng.RemoveImage(s.ctx, id1), "remove of an unused dangling image")
+	if _, ok := s.listedImage(id1); ok {
+		s.Error("the removed dangling image is listed")
+	}
+	s.is(s.eng.RemoveImage(s.ctx, id1), errs.NotFound, "second remove")
+	s.ok(s.eng.RemoveImage(s.ctx, id2), "remove of an unused tagged image")
+	if _, ok := s.listedImage(id2); ok {
+		s.Error("the removed image is listed")
+	}
+	_, err := s.eng.ImageIDOf(s.ctx, ref)
+	s.is(err, errs.NotFound, "image id of a removed image")
+	if got := s.imageOf(Image); got != base {
+		s.Fatalf("%s is now %s, was %s", Image, got, base)
+	}
+}
+
 func (s *suite) network(name string) (engine.Network, bool) {
 	s.Helper()
 	nets, err := s.eng.Networks(s.ctx)
@@ -607,8 +791,8 @@ func testListAllAndRuntime(s *suite) {
 		}
 	}
 	rt, err := s.eng.Runtime(s.ctx, mid)
-	if err != nil || rt.Pid != 0 {
-		s.Fatalf("Runtime of a created container: pid %d, %v; want 0", rt.Pid, err)
+	if err != nil || rt.Pid != 0 || !rt.FinishedAt.IsZero() {
+		s.Fatalf("Runtime of a created container: pid %d, finished %v, %v; want 0, zero", rt.Pid, rt.FinishedAt, err)
 	}
 	if err := s.eng.Start(s.ctx, mid); err != nil {
 		s.Fatal(err)
@@ -620,8 +804,12 @@ func testListAllAndRuntime(s *suite) {
 	if err := s.eng.Stop(s.ctx, mid, 1); err != nil {
 		s.Fatal(err)
 	}
+	started := rt.StartedAt
 	if rt, err = s.eng.Runtime(s.ctx, mid); err != nil || rt.Pid != 0 {
 		s.Fatalf("Runtime of a stopped container: pid %d, %v; want 0", rt.Pid, err)
+	}
+	if rt.FinishedAt.Before(started) || time.Since(rt.FinishedAt) > time.Minute || !rt.StartedAt.Equal(started) {
+		s.Fatalf("Runtime of a stopped container: started %v, finished %v; want started %v, finished after it, just now", rt.StartedAt, rt.FinishedAt, started)
 	}
 	if _, err := s.eng.Runtime(s.ctx, "no-such-container-"+s.run); !errs.Is(err, errs.NotFound) {
 		s.Fatalf("Runtime of a missing container: %v; want NotFound", err)

@@ -3,11 +3,13 @@
 // to the same behaviour, so that the fake cannot drift from Docker's.
 //
 // The fake keeps containers (by id, with names, labels, states, mounts,
-// ports and networks), images and networks in memory. Its errors are of the
+// ports, networks and images), images (by id, with tags and labels) and
+// networks in memory. Its errors are of the
 // errs kinds engine.Client gives the same situations (NotFound, Conflict,
 // Usage, Image, Engine, ...). Tests script it with FailNext, Fail, SetDown,
-// OnCreate, OnExec and OnLogs, and look inside with Spec, Container, IDs,
-// Calls and Restart. Every method is safe for concurrent use.
+// OnCreate, OnExec and OnLogs, make images with AddImage, BuildImage and
+// AddDanglingImage, and look inside with Spec, Container, IDs, Calls and
+// Restart. Every method is safe for concurrent use.
 package enginetest
 
 import (
@@ -18,6 +20,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -57,9 +60,10 @@ const firstEphemeralPort = 49153
 type Fake struct {
 	mu       sync.Mutex
 	seq      int
-	ctrs     map[string]*fakeCtr          // by id
-	order    []string                     // ids, oldest first
-	images   map[string]map[string]string // present images and their labels
+	ctrs     map[string]*fakeCtr   // by id
+	order    []string              // ids, oldest first
+	images   map[string]*fakeImage // present images, by id
+	tags     map[string]string     // normalized reference -> image id
 	pullable map[string]bool
 	nets     map[string]*engine.Network // by name
 	netOrder []string
@@ -84,9 +88,18 @@ type fakeCtr struct {
 	started  time.Time     // of the last start
 	finished time.Time     // of the last stop
 	network  string        // name of the network it is configured with
+	imageID  string        // of the image it was created from
 	pid      int           // SetRuntime's host pid while running
 	upper    string        // SetRuntime's upper directory
 	size     int64         // SetRuntime's layer size
+}
+
+// fakeImage is one image: its tags are the references naming it.
+type fakeImage struct {
+	id      string
+	tags    []string
+	labels  map[string]string
+	created time.Time
 }
 
 var _ engine.Engine = (*Fake)(nil)
@@ -97,7 +110,8 @@ var _ engine.Engine = (*Fake)(nil)
 func New() *Fake {
 	f := &Fake{
 		ctrs:     map[string]*fakeCtr{},
-		images:   map[string]map[string]string{Image: imageLabels},
+		images:   map[string]*fakeImage{},
+		tags:     map[string]string{},
 		pullable: map[string]bool{},
 		nets:     map[string]*engine.Network{},
 		secOpts:  []string{"name=seccomp,profile=default"},
@@ -112,6 +126,7 @@ func New() *Fake {
 	} {
 		f.addNetwork(n)
 	}
+	f.addImage(Image, imageLabels)
 	return f
 }
 
@@ -124,8 +139,12 @@ func (f *Fake) AddForeign(name string, labels map[string]string) string {
 	defer f.mu.Unlock()
 	f.seq++
 	id := fmt.Sprintf("%064x", 0xf0000000+f.seq)
-	f.ctrs[id] = &fakeCtr{c: engine.Container{ID: id, Name: name, Image: Image, State: "running",
-		Created: time.Now(), Labels: copyMap(labels)}, started: time.Now(), network: "bridge"}
+	imageID := ImageID(Image)
+	if im := f.image(Image); im != nil {
+		imageID = im.id
+	}
+	f.ctrs[id] = &fakeCtr{c: engine.Container{ID: id, Name: name, Image: Image, ImageID: imageID, State: "running",
+		Created: time.Now(), Labels: copyMap(labels)}, started: time.Now(), network: "bridge", imageID: imageID}
 	f.order = append(f.order, id)
 	return id
 }
@@ -204,24 +223,162 @@ func (f *Fake) SetSecurityOptions(opts ...string) {
 	f.secOpts = append([]string(nil), opts...)
 }
 
-// AddImage makes refs present.
+// AddImage makes refs present, each an image of its own without labels,
+// with the id ImageID(ref); a ref already present is left as it is.
 func (f *Fake) AddImage(refs ...string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, r := range refs {
-		if f.images[r] == nil {
-			f.images[r] = map[string]string{}
+		f.addImage(r, nil)
+	}
+}
+
+// BuildImage makes a new image, as `docker build` of "FROM Image" with these
+// labels would: Image's labels overlaid with labels, a fresh id (returned),
+// tagged ref. An image ref named before loses that tag, and is dangling when
+// it had no other.
+func (f *Fake) BuildImage(ref string, labels map[string]string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seq++
+	l := copyMap(imageLabels)
+	for k, v := range labels {
+		l[k] = v
+	}
+	im := &fakeImage{id: digest(fmt.Sprintf("enginetest build %d %s", f.seq, ref)), labels: l, created: time.Now()}
+	f.images[im.id] = im
+	f.tag(im, ref)
+	return im.id
+}
+
+// AddDanglingImage adds an image without tags (as a rebuild leaves the old
+// image behind) and returns its id.
+func (f *Fake) AddDanglingImage() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seq++
+	im := &fakeImage{id: digest(fmt.Sprintf("enginetest dangling %d", f.seq)), labels: map[string]string{}, created: time.Now()}
+	f.images[im.id] = im
+	return im.id
+}
+
+// DeleteImage makes refs missing, as `docker rmi -f REF` does: the tag goes;
+// an image left without tags is deleted, or stays dangling while a
+// container uses it.
+func (f *Fake) DeleteImage(refs ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range refs {
+		im := f.image(r)
+		if im == nil {
+			continue
+		}
+		if id, ok := f.tags[normRef(r)]; ok && id == im.id {
+			f.untag(im, normRef(r))
+		} else {
+			for _, t := range im.tags {
+				delete(f.tags, t)
+			}
+			im.tags = nil
+		}
+		if len(im.tags) == 0 && f.imageUsers(im.id) == 0 {
+			delete(f.images, im.id)
 		}
 	}
 }
 
-// RemoveImage makes refs missing.
-func (f *Fake) RemoveImage(refs ...string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, r := range refs {
-		delete(f.images, r)
+// ImageID is the id the fake gives the image AddImage, Pull or New make
+// for ref: "sha256:" and 64 hex digits derived from the reference.
+func ImageID(ref string) string { return digest("enginetest image " + normRef(ref)) }
+
+func digest(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// normRef is ref as the engine names it: with ":latest" when it has
+// neither a tag nor a digest.
+func normRef(ref string) string {
+	last := ref[strings.LastIndex(ref, "/")+1:]
+	if ref == "" || strings.ContainsAny(last, ":@") {
+		return ref
 	}
+	return ref + ":latest"
+}
+
+// addImage makes ref present (an image of its own with the id ImageID(ref))
+// unless it is.
+func (f *Fake) addImage(ref string, labels map[string]string) {
+	if f.image(ref) != nil {
+		return
+	}
+	l := copyMap(labels)
+	if l == nil {
+		l = map[string]string{}
+	}
+	im := f.images[ImageID(ref)]
+	if im == nil {
+		im = &fakeImage{id: ImageID(ref), labels: l, created: time.Now()}
+		f.images[im.id] = im
+	}
+	f.tag(im, ref)
+}
+
+// tag points ref at im, taking it from the image it named before.
+func (f *Fake) tag(im *fakeImage, ref string) {
+	ref = normRef(ref)
+	if old := f.images[f.tags[ref]]; old != nil && old != im {
+		f.untag(old, ref)
+	}
+	f.tags[ref] = im.id
+	if !slices.Contains(im.tags, ref) {
+		im.tags = append(im.tags, ref)
+	}
+}
+
+func (f *Fake) untag(im *fakeImage, ref string) {
+	delete(f.tags, ref)
+	im.tags = slices.DeleteFunc(im.tags, func(t string) bool { return t == ref })
+}
+
+// image resolves a reference (name[:tag]), a full id with or without
+// "sha256:", or a unique id prefix, as the engine does; nil when none.
+func (f *Fake) image(ref string) *fakeImage {
+	if ref == "" {
+		return nil
+	}
+	if id, ok := f.tags[normRef(ref)]; ok {
+		return f.images[id]
+	}
+	if im := f.images[ref]; im != nil {
+		return im
+	}
+	hexID := strings.TrimPrefix(ref, "sha256:")
+	if strings.Trim(hexID, "0123456789abcdef") != "" {
+		return nil
+	}
+	var found *fakeImage
+	for id, im := range f.images {
+		if strings.HasPrefix(strings.TrimPrefix(id, "sha256:"), hexID) {
+			if found != nil {
+				return nil
+			}
+			found = im
+		}
+	}
+	return found
+}
+
+// imageUsers is the number of containers, in any state, created from
+// image id.
+func (f *Fake) imageUsers(id string) int {
+	n := 0
+	for _, c := range f.ctrs {
+		if c.imageID == id {
+			n++
+		}
+	}
+	return n
 }
 
 // AllowPull lets Pull fetch refs (without it a pull fails as it does
@@ -256,7 +413,8 @@ func (f *Fake) RefuseSubnets(n int) {
 // Calls are the changes made so far, in order: "create NAME", "start NAME",
 // "stop NAME", "kill NAME", "remove NAME", "restart ID12 true|false",
 // "exec NAME", "pull REF", "network create NAME SUBNET", "network remove
-// NAME". Reads (List, ImageExists, Networks, ...) are not recorded.
+// NAME", "image remove ID12", "image untag REF". Reads (List, ImageExists,
+// Networks, ...) are not recorded.
 func (f *Fake) Calls() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -397,7 +555,7 @@ func (f *Fake) ImageExists(_ context.Context, ref string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return f.images[ref] != nil, nil
+	return f.image(ref) != nil, nil
 }
 
 // Pull implements engine.Engine: refs allowed by AllowPull become present,
@@ -411,9 +569,7 @@ func (f *Fake) Pull(_ context.Context, ref string, progress io.Writer) error {
 	if !f.pullable[ref] {
 		return errs.New(errs.Image, "image %s is not present and cannot be pulled: no registry is reachable", ref)
 	}
-	if f.images[ref] == nil {
-		f.images[ref] = map[string]string{}
-	}
+	f.addImage(ref, nil)
 	f.log("pull %s", ref)
 	if progress != nil {
 		fmt.Fprintf(progress, "Status: Downloaded newer image for %s\n", ref)
@@ -453,8 +609,8 @@ func (f *Fake) create(s engine.Spec) (string, error) {
 			}
 		}
 	}
-	imgLabels := f.images[s.Image]
-	if imgLabels == nil {
+	img := f.image(s.Image)
+	if img == nil {
 		return "", errs.New(errs.NotFound, "%s: Error response from daemon: No such image: %s", what, s.Image)
 	}
 	network := s.Network
@@ -474,7 +630,7 @@ func (f *Fake) create(s engine.Spec) (string, error) {
 		name = "fake_" + id[:12]
 	}
 	labels := map[string]string{}
-	for k, v := range imgLabels {
+	for k, v := range img.labels {
 		labels[k] = v
 	}
 	for k, v := range s.Labels {
@@ -485,9 +641,9 @@ func (f *Fake) create(s engine.Spec) (string, error) {
 	spec.Mounts = append([]engine.Mount(nil), s.Mounts...)
 	spec.Ports = append([]engine.Port(nil), s.Ports...)
 	c := &fakeCtr{
-		c: engine.Container{ID: id, Name: name, Image: s.Image, State: "created",
+		c: engine.Container{ID: id, Name: name, Image: s.Image, ImageID: img.id, State: "created",
 			Created: time.Now().Truncate(time.Second), Labels: labels},
-		spec: spec, restart: true, network: network,
+		spec: spec, restart: true, network: network, imageID: img.id,
 	}
 	f.ctrs[id] = c
 	f.order = append(f.order, id)
@@ -678,7 +834,8 @@ func (f *Fake) ListAll(context.Context) ([]engine.Container, error) {
 }
 
 // Runtime implements engine.Engine: the pid SetRuntime gave while running
-// (one no process has where none was given; 0 when not running), the last start time and the upper directory.
+// (one no process has where none was given; 0 when not running), the last
+// start and end times and the upper directory.
 func (f *Fake) Runtime(_ context.Context, id string) (engine.Runtime, error) {
 	err := f.enter("Runtime")
 	defer f.mu.Unlock()
@@ -690,7 +847,7 @@ func (f *Fake) Runtime(_ context.Context, id string) (engine.Runtime, error) {
 		return engine.Runtime{}, err
 	}
 	f.log("runtime %s", c.c.Name)
-	rt := engine.Runtime{StartedAt: c.started, UpperDir: c.upper}
+	rt := engine.Runtime{StartedAt: c.started, FinishedAt: c.finished, UpperDir: c.upper}
 	if c.c.State == "running" {
 		rt.Pid = c.pid
 		if rt.Pid == 0 {
@@ -718,6 +875,7 @@ func (f *Fake) LayerSize(_ context.Context, id string) (int64, error) {
 // and ports while running.
 func (f *Fake) view(c *fakeCtr) engine.Container {
 	v := c.c
+	v.ImageID = c.imageID
 	v.Labels = copyMap(c.c.Labels)
 	if v.Labels == nil {
 		v.Labels = map[string]string{}
@@ -800,6 +958,95 @@ func (f *Fake) SetRestart(_ context.Context, id string, on bool) error {
 	c.restart = on
 	f.log("restart %s %v", c.c.ID[:12], on)
 	return nil
+}
+
+// ---- images ----
+
+// Images implements engine.Engine: every image, newest first, its tags
+// sorted; dangling when it has none.
+func (f *Fake) Images(context.Context) ([]engine.Image, error) {
+	err := f.enter("Images")
+	defer f.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	out := []engine.Image{}
+	for _, im := range f.images {
+		labels := copyMap(im.labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		tags := slices.Sorted(slices.Values(im.tags))
+		out = append(out, engine.Image{ID: im.id, Tags: tags, Created: im.created, Dangling: len(tags) == 0, Labels: labels})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.After(out[j].Created)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// RemoveImage implements engine.Engine as the engine does without force:
+// NotFound when missing; Conflict when a container in any state uses it, or
+// when it is named by id and has several tags; a tag of an image with
+// several is only untagged.
+func (f *Fake) RemoveImage(_ context.Context, id string) error {
+	err := f.enter("RemoveImage")
+	defer f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	what := "removing image " + shortImage(id)
+	im := f.image(id)
+	if im == nil {
+		return errs.New(errs.NotFound, "%s: Error response from daemon: No such image: %s", what, id)
+	}
+	if tid, ok := f.tags[normRef(id)]; ok && tid == im.id && len(im.tags) > 1 {
+		f.untag(im, normRef(id))
+		f.log("image untag %s", normRef(id))
+		return nil
+	}
+	if len(im.tags) > 1 {
+		return errs.New(errs.Conflict, "%s: Error response from daemon: conflict: unable to delete %s (must be forced) - image is referenced in multiple repositories", what, shortImage(im.id))
+	}
+	for _, cid := range f.order {
+		if c := f.ctrs[cid]; c.imageID == im.id {
+			how := "must be forced) - image is being used by stopped"
+			if c.c.State == "running" {
+				how = "cannot be forced) - image is being used by running"
+			}
+			return errs.New(errs.Conflict, "%s: Error response from daemon: conflict: unable to delete %s (%s container %s", what, shortImage(im.id), how, short(c.c.ID))
+		}
+	}
+	for _, t := range im.tags {
+		delete(f.tags, t)
+	}
+	delete(f.images, im.id)
+	f.log("image remove %s", shortImage(im.id))
+	return nil
+}
+
+// ImageIDOf implements engine.Engine.
+func (f *Fake) ImageIDOf(_ context.Context, ref string) (string, error) {
+	err := f.enter("ImageIDOf")
+	defer f.mu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	im := f.image(ref)
+	if im == nil {
+		return "", errs.New(errs.NotFound, "image %s: Error response from daemon: No such image: %s", ref, ref)
+	}
+	return im.id, nil
+}
+
+func shortImage(id string) string {
+	if h, ok := strings.CutPrefix(id, "sha256:"); ok && len(h) > 12 {
+		return h[:12]
+	}
+	return id
 }
 
 // ---- networks ----

@@ -18,7 +18,11 @@ import (
 // The conformance suite against the fake (TestConformanceDocker in engine
 // runs it against Docker).
 func TestConformanceFake(t *testing.T) {
-	enginetest.Run(t, func(*testing.T) engine.Engine { return enginetest.New() })
+	enginetest.RunWith(t, func(*testing.T) engine.Engine { return enginetest.New() }, enginetest.Options{
+		BuildImage: func(_ *testing.T, eng engine.Engine, ref string, labels map[string]string) {
+			eng.(*enginetest.Fake).BuildImage(ref, labels)
+		},
+	})
 }
 
 func spec(name, user string) engine.Spec {
@@ -120,7 +124,7 @@ func TestFakeInspection(t *testing.T) {
 	if ok, _ := f.ImageExists(ctx, "x:1"); !ok {
 		t.Fatal("pulled image missing")
 	}
-	f.RemoveImage("x:1")
+	f.DeleteImage("x:1")
 	if _, err := f.Create(ctx, engine.Spec{Name: "c", Image: "x:1"}); !errs.Is(err, errs.NotFound) {
 		t.Fatalf("create from a removed image: %v", err)
 	}
@@ -187,5 +191,52 @@ func TestFakeConcurrent(t *testing.T) {
 	wg.Wait()
 	if f.Len() != 0 {
 		t.Fatalf("%d left", f.Len())
+	}
+}
+
+// Images: ids derived from references, dangling images, a foreign
+// container's image, `docker rmi -f` of an image in use.
+func TestFakeImages(t *testing.T) {
+	ctx := context.Background()
+	f := enginetest.New()
+	if id, err := f.ImageIDOf(ctx, enginetest.Image); err != nil || id != enginetest.ImageID(enginetest.Image) || len(id) != 71 {
+		t.Fatalf("image id of %s: %q %v", enginetest.Image, id, err)
+	}
+	if id, _ := f.ImageIDOf(ctx, "mlc/busybox"); id != enginetest.ImageID(enginetest.Image) {
+		t.Fatalf("a reference without a tag is :latest: %q", id)
+	}
+	d := f.AddDanglingImage()
+	list, err := f.Images(ctx)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("images: %+v %v", list, err)
+	}
+	for _, im := range list {
+		if (im.ID == d) != im.Dangling {
+			t.Errorf("image %+v, dangling one %s", im, d)
+		}
+	}
+	fid := f.AddForeign("someones-db", nil)
+	if c := f.Container(fid); c.ImageID != enginetest.ImageID(enginetest.Image) {
+		t.Fatalf("foreign container's image id %q", c.ImageID)
+	}
+	if err := f.RemoveImage(ctx, enginetest.Image); !errs.Is(err, errs.Conflict) {
+		t.Fatalf("remove of the image a foreign container uses: %v", err)
+	}
+	f.DeleteImage(enginetest.Image)
+	if ok, _ := f.ImageExists(ctx, enginetest.Image); ok {
+		t.Fatal("deleted image exists")
+	}
+	list, _ = f.Images(ctx)
+	if len(list) != 2 || !list[0].Dangling || !list[1].Dangling {
+		t.Fatalf("an untagged image in use stays, dangling: %+v", list)
+	}
+	if err := f.RemoveImage(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.RemoveImage(ctx, d); !errs.Is(err, errs.NotFound) {
+		t.Fatalf("second remove: %v", err)
+	}
+	if calls := f.Calls(); len(calls) != 1 || calls[0] != "image remove "+strings.TrimPrefix(d, "sha256:")[:12] {
+		t.Fatalf("calls %q", calls)
 	}
 }
