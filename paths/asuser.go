@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -103,8 +104,13 @@ type Runner struct {
 }
 
 func (r Runner) call(ctx context.Context, c Cred, op string, args ...string) (*reply, error) {
+	return r.callIn(ctx, c, nil, op, args...)
+}
+
+// callIn is call with in as the operation's standard input (nil: none).
+func (r Runner) callIn(ctx context.Context, c Cred, in []byte, op string, args ...string) (*reply, error) {
 	if c.UID == os.Geteuid() && (c.UID == 0 || c.UID == os.Getuid()) {
-		rep := serve(op, args)
+		rep := serveIn(op, args, bytes.NewReader(in))
 		return rep, rep.failure()
 	}
 	if os.Geteuid() != 0 {
@@ -123,6 +129,9 @@ func (r Runner) call(ctx context.Context, c Cred, op string, args ...string) (*r
 	cmd := exec.CommandContext(ctx, exe, append([]string{HelperArg, op}, args...)...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "LC_ALL=C"}
 	cmd.Dir = "/"
+	if in != nil {
+		cmd.Stdin = bytes.NewReader(in)
+	}
 	groups := c.Groups
 	if groups == nil {
 		groups = []uint32{}
@@ -198,6 +207,34 @@ func (r Runner) Link(ctx context.Context, c Cred, dir, name, target string) erro
 	return err
 }
 
+// MaxWrite is the most WriteFile writes.
+const MaxWrite = 64 << 10
+
+// WriteFile creates or truncates the regular file dir/name as the user and
+// writes data to it (at most MaxWrite bytes). dir must be a directory the
+// user owns, named without a link as its last component; name is one
+// component, never followed if it is a link, and must be a regular file
+// when it exists (nothing else is opened for writing). A new file is made
+// 0644 less mlc's umask.
+func (r Runner) WriteFile(ctx context.Context, c Cred, dir, name string, data []byte) error {
+	if len(data) > MaxWrite {
+		return &Failure{Code: codeTooLarge}
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	_, err := r.callIn(ctx, c, data, "write-file", dir, name)
+	return err
+}
+
+// Touch sets the modification time of the regular file dir/name to mtime as
+// the user, creating it (empty, 0644) when missing: the same rules as
+// WriteFile for dir and name. Its access time becomes now.
+func (r Runner) Touch(ctx context.Context, c Cred, dir, name string, mtime time.Time) error {
+	_, err := r.call(ctx, c, "touch", dir, name, strconv.FormatInt(mtime.Unix(), 10), strconv.Itoa(mtime.Nanosecond()))
+	return err
+}
+
 // Serve is the helper process: it runs one operation and prints its reply.
 // It never runs as root.
 func Serve(args []string, out io.Writer) int {
@@ -208,7 +245,7 @@ func Serve(args []string, out io.Writer) int {
 	if len(args) < 1 {
 		return 2
 	}
-	rep := serve(args[0], args[1:])
+	rep := serveIn(args[0], args[1:], os.Stdin)
 	if err := json.NewEncoder(out).Encode(rep); err != nil {
 		return 1
 	}
@@ -216,6 +253,12 @@ func Serve(args []string, out io.Writer) int {
 }
 
 func serve(op string, args []string) *reply {
+	return serveIn(op, args, nil)
+}
+
+// serveIn runs one operation; in is its standard input (only write-file
+// reads it).
+func serveIn(op string, args []string, in io.Reader) *reply {
 	switch {
 	case op == "resolve" && len(args) == 1:
 		return resolve(args[0])
@@ -227,6 +270,18 @@ func serve(op string, args []string) *reply {
 		return readFile(args[0], max)
 	case op == "link" && len(args) == 3:
 		return link(args[0], args[1], args[2])
+	case op == "write-file" && len(args) == 2:
+		if in == nil {
+			in = bytes.NewReader(nil)
+		}
+		return writeFile(args[0], args[1], in)
+	case op == "touch" && len(args) == 4:
+		sec, err1 := strconv.ParseInt(args[2], 10, 64)
+		nsec, err2 := strconv.ParseInt(args[3], 10, 64)
+		if err1 != nil || err2 != nil || nsec < 0 || nsec > 999999999 {
+			return &reply{Err: codeOther, Detail: "bad time"}
+		}
+		return touch(args[0], args[1], unix.Timespec{Sec: sec, Nsec: nsec})
 	}
 	return &reply{Err: codeOther, Detail: "unknown operation"}
 }
@@ -313,6 +368,92 @@ func link(dir, name, target string) *reply {
 	}
 	if err != nil {
 		return code(err)
+	}
+	return &reply{}
+}
+
+// ownDir opens dir (absolute; its last component not a link) as a directory
+// that the process's uid owns.
+func ownDir(dir, name string) (int, *reply) {
+	if !filepath.IsAbs(dir) || name == "" || name == "." || name == ".." || filepath.Base(name) != name {
+		return -1, &reply{Err: codeOther, Detail: "bad name"}
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, code(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, code(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR || int(st.Uid) != os.Getuid() {
+		unix.Close(fd)
+		return -1, &reply{Err: codeDenied}
+	}
+	return fd, nil
+}
+
+// openOwnFile opens (creating 0644 when missing) dir/name for writing, never
+// through a link, and only a regular file: nothing is truncated or written
+// before that is known.
+func openOwnFile(dir, name string) (*os.File, *reply) {
+	dfd, rep := ownDir(dir, name)
+	if rep != nil {
+		return nil, rep
+	}
+	defer unix.Close(dfd)
+	fd, err := unix.Openat(dfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return nil, code(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, code(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, &reply{Err: codeNotRegular}
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(dir, name)), nil
+}
+
+func writeFile(dir, name string, in io.Reader) *reply {
+	data, err := io.ReadAll(io.LimitReader(in, MaxWrite+1))
+	if err != nil {
+		return code(err)
+	}
+	if len(data) > MaxWrite {
+		return &reply{Err: codeTooLarge}
+	}
+	f, rep := openOwnFile(dir, name)
+	if rep != nil {
+		return rep
+	}
+	defer f.Close()
+	if err := f.Truncate(0); err != nil {
+		return code(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return code(err)
+	}
+	if err := f.Close(); err != nil {
+		return code(err)
+	}
+	return &reply{}
+}
+
+func touch(dir, name string, mtime unix.Timespec) *reply {
+	f, rep := openOwnFile(dir, name)
+	if rep != nil {
+		return rep
+	}
+	defer f.Close()
+	// futimens(fd): the file just opened, never a name again.
+	ts := [2]unix.Timespec{{Nsec: unix.UTIME_NOW}, mtime}
+	if _, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, f.Fd(), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0); e != 0 {
+		return code(e)
 	}
 	return &reply{}
 }
