@@ -4,9 +4,11 @@
 # The package holds what `make install PREFIX=/usr` installs: /usr/bin/mlc and
 # its mlc-* links, the sudoers rule /etc/sudoers.d/mlc (0440, checked with
 # visudo), the policy /etc/mlc/resource-limits.yaml (the embedded default),
-# the bash, zsh and fish completions and the man page (gzipped). Both files in
-# /etc are conffiles. deploy/debian/ has the control file's template and the
-# maintainer scripts.
+# the bash, zsh and fish completions, the man page (gzipped), the systemd units
+# (mlc-monitor.service; mlc-sample and mlc-cleanup, services and timers, not
+# enabled) and the cron file /etc/cron.d/mlc (0644) that runs the sample and
+# the nightly cleanup. The three files in /etc are conffiles. deploy/debian/
+# has the control file's template and the maintainer scripts.
 #
 # Version: DEB_VERSION, else from git describe made Debian-safe: a tag v1.2.3
 # gives 1.2.3, 4 commits after it 1.2.3+git4.<hash>; with no tag,
@@ -59,6 +61,13 @@ gzip -9n "$root/usr/share/man/man1/mlc.1"
 visudo -cf "$root/etc/sudoers.d/mlc" >&2 || die "the sudoers rule does not pass visudo -cf"
 chmod 0440 "$root/etc/sudoers.d/mlc"
 grep -q ' /usr/bin/mlc' "$root/etc/sudoers.d/mlc" || die "the sudoers rule does not name /usr/bin/mlc"
+[ -f "$root/etc/cron.d/mlc" ] || die "make install left out /etc/cron.d/mlc"
+chmod 0644 "$root/etc/cron.d/mlc"
+grep -q ' /usr/bin/mlc cleanup$' "$root/etc/cron.d/mlc" || die "the cron file does not run /usr/bin/mlc cleanup"
+for u in mlc-monitor.service mlc-sample.service mlc-sample.timer mlc-cleanup.service mlc-cleanup.timer; do
+  [ -f "$root/lib/systemd/system/$u" ] || die "make install left out the unit $u"
+  ! grep -q @BINDIR@ "$root/lib/systemd/system/$u" || die "$u still says @BINDIR@"
+done
 find "$root" -type d -exec chmod 0755 {} +
 
 # The C library version the binary needs (cgo: SQLite; NVML is loaded at run time).
@@ -81,7 +90,7 @@ size=$(du -sk --apparent-size "$root" | cut -f1)
 sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" -e "s|@MAINTAINER@|$maintainer|" \
   -e "s|@SIZE@|$size|" -e "s|@SHLIBS@|$shlibs|" deploy/debian/control.in > "$root/DEBIAN/control"
 install -m 0644 deploy/debian/conffiles "$root/DEBIAN/conffiles"
-install -m 0755 deploy/debian/postinst deploy/debian/postrm "$root/DEBIAN/"
+install -m 0755 deploy/debian/postinst deploy/debian/prerm deploy/debian/postrm "$root/DEBIAN/"
 while read -r f; do
   [ -f "$root$f" ] || die "conffile $f is not in the package"
 done < deploy/debian/conffiles

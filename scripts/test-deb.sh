@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the Debian package (make deb), installs it on this machine with
 # dpkg -i, checks what it installed (mlc version, mlc limits check, the
-# sudoers rule, the conffiles, the mlc-users group, man page, completions, a
-# member of mlc-users running mlc without typing sudo), then removes and purges
-# it. As root; make test runs it. Ends with "deb: N passed, M failed" and exits
+# sudoers rule, the conffiles, the mlc-users group, man page, completions, the
+# systemd units and the cron file, a member of mlc-users running mlc without
+# typing sudo), then removes and purges it. As root; make test runs it. Ends with "deb: N passed, M failed" and exits
 # non-zero on any failure.
 #
 # The machine is left as it was: files the package ships that were here
@@ -80,9 +80,10 @@ fi
 # 2. What it ships.
 contents=$(dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|')
 missing=
-for f in /usr/bin/mlc /usr/bin/mlc-create /usr/bin/mlc-limits /etc/sudoers.d/mlc /etc/mlc/resource-limits.yaml \
+units="mlc-monitor.service mlc-sample.service mlc-sample.timer mlc-cleanup.service mlc-cleanup.timer"
+for f in /usr/bin/mlc /usr/bin/mlc-create /usr/bin/mlc-limits /etc/sudoers.d/mlc /etc/mlc/resource-limits.yaml /etc/cron.d/mlc \
   /usr/share/man/man1/mlc.1.gz /usr/share/bash-completion/completions/mlc /usr/share/bash-completion/completions/mlc-create \
-  /usr/share/zsh/site-functions/_mlc /usr/share/fish/vendor_completions.d/mlc.fish; do
+  /usr/share/zsh/site-functions/_mlc /usr/share/fish/vendor_completions.d/mlc.fish $(printf '/lib/systemd/system/%s ' $units); do
   grep -qx -- "$f" <<<"$contents" || missing="$missing $f"
 done
 if [ -z "$missing" ]; then ok "package contents"; else bad "package lacks:$missing"; fi
@@ -90,6 +91,7 @@ depends=$(dpkg-deb -f "$deb" Depends)
 check "Depends: $depends" bash -c "grep -q 'sudo' <<<'$depends' && grep -q 'docker.io | docker-ce' <<<'$depends' &&
   { ! command -v dpkg-shlibdeps >/dev/null || grep -q 'libc6 (>= ' <<<'$depends'; }"
 check "sudoers rule 0440 root:root in the package" bash -c "dpkg-deb -c '$deb' | grep -E '^-r--r----- root/root .* \./etc/sudoers\.d/mlc$'"
+check "cron file 0644 root:root in the package" bash -c "dpkg-deb -c '$deb' | grep -E '^-rw-r--r-- root/root .* \./etc/cron\.d/mlc$'"
 
 # Save what is here already at the package's paths, and clear its conffiles
 # so that dpkg installs the package's own.
@@ -101,7 +103,7 @@ if [ ${#saved[@]} -gt 0 ]; then
   echo "deb: saving what is here before the test: ${saved[*]}"
   tar -C / -cpf "$work/saved.tar" "${saved[@]}" || { bad "cannot save ${saved[*]}"; finish; exit 1; }
 fi
-rm -f /etc/mlc/resource-limits.yaml /etc/sudoers.d/mlc
+rm -f /etc/mlc/resource-limits.yaml /etc/sudoers.d/mlc /etc/cron.d/mlc
 
 # 3. Install.
 installed=yes
@@ -118,9 +120,23 @@ check "sudoers rule mode 0440" bash -c '[ "$(stat -c %a:%U:%G /etc/sudoers.d/mlc
 conffiles=$(dpkg-query --control-show mlc conffiles 2>/dev/null || cat /var/lib/dpkg/info/mlc.conffiles)
 check "policy is a conffile" grep -qx /etc/mlc/resource-limits.yaml <<<"$conffiles"
 check "sudoers rule is a conffile" grep -qx /etc/sudoers.d/mlc <<<"$conffiles"
+check "cron file is a conffile" grep -qx /etc/cron.d/mlc <<<"$conffiles"
 check "mlc-users group" getent group mlc-users
 check "mlc-admins group (the default policy's admins)" getent group mlc-admins
 check "systemd unit mlc-monitor.service verifies" bash -c '[ -f /lib/systemd/system/mlc-monitor.service ] && grep -qx "ExecStart=/usr/bin/mlc monitor serve" /lib/systemd/system/mlc-monitor.service && systemd-analyze verify /lib/systemd/system/mlc-monitor.service'
+check "systemd unit mlc-sample.service verifies" bash -c '[ -f /lib/systemd/system/mlc-sample.service ] && grep -qx "ExecStart=/usr/bin/mlc monitor sample" /lib/systemd/system/mlc-sample.service && systemd-analyze verify /lib/systemd/system/mlc-sample.service'
+check "systemd unit mlc-cleanup.service verifies" bash -c '[ -f /lib/systemd/system/mlc-cleanup.service ] && grep -qx "ExecStart=/usr/bin/mlc cleanup" /lib/systemd/system/mlc-cleanup.service && systemd-analyze verify /lib/systemd/system/mlc-cleanup.service'
+check "systemd timer mlc-sample.timer verifies (every 5 minutes)" bash -c '[ -f /lib/systemd/system/mlc-sample.timer ] && grep -qx "OnCalendar=\*:0/5" /lib/systemd/system/mlc-sample.timer && systemd-analyze verify /lib/systemd/system/mlc-sample.timer'
+check "systemd timer mlc-cleanup.timer verifies (03:30, persistent)" bash -c '[ -f /lib/systemd/system/mlc-cleanup.timer ] && grep -qx "OnCalendar=\*-\*-\* 03:30:00" /lib/systemd/system/mlc-cleanup.timer && grep -qx "Persistent=true" /lib/systemd/system/mlc-cleanup.timer && systemd-analyze verify /lib/systemd/system/mlc-cleanup.timer'
+check "timers installed, not enabled" bash -c '! systemctl is-enabled --quiet mlc-sample.timer 2>/dev/null && ! systemctl is-enabled --quiet mlc-cleanup.timer 2>/dev/null'
+check "cron file /etc/cron.d/mlc: 0644 root:root, runs /usr/bin/mlc monitor sample and cleanup" bash -c '
+  [ "$(stat -c %a:%U:%G /etc/cron.d/mlc)" = 644:root:root ] &&
+  grep -Eq "^\*/5 \* \* \* \*[[:space:]]+root[[:space:]].*/usr/bin/mlc monitor sample" /etc/cron.d/mlc &&
+  grep -Eq "^30 3 \* \* \*[[:space:]]+root[[:space:]].*/usr/bin/mlc cleanup$" /etc/cron.d/mlc &&
+  ! grep -q @BINDIR@ /etc/cron.d/mlc &&
+  # every job line: five time fields, the user, a command
+  ! grep -Ev "^[[:space:]]*(#|$)" /etc/cron.d/mlc | grep -Evq "^([^[:space:]]+[[:space:]]+){5}root[[:space:]]+[^[:space:]]" &&
+  [ -z "$(tail -c1 /etc/cron.d/mlc)" ]'
 check "man page" bash -c "zcat /usr/share/man/man1/mlc.1.gz | grep -q '^\.TH mlc 1'"
 check "bash completion" bash --norc --noprofile -c '
   source /usr/share/bash-completion/completions/mlc-create
@@ -148,11 +164,16 @@ else
   bad "useradd $user"
 fi
 
-# 5. Remove keeps the conffiles; purge removes them.
+# 5. Remove keeps the conffiles; purge removes them. A timer an admin
+# enabled is disabled on removal (prerm): no link is left to a removed unit.
+check "systemctl enable mlc-cleanup.timer" bash -c 'systemctl enable mlc-cleanup.timer && [ -L /etc/systemd/system/timers.target.wants/mlc-cleanup.timer ]'
 check "dpkg -r" dpkg -r mlc
-check "dpkg -r removed /usr/bin/mlc and kept the policy" bash -c '[ ! -e /usr/bin/mlc ] && [ ! -e /usr/share/man/man1/mlc.1.gz ] && [ ! -e /lib/systemd/system/mlc-monitor.service ] && [ -f /etc/mlc/resource-limits.yaml ]'
+check "dpkg -r removed /usr/bin/mlc and the units and kept the policy and cron file" bash -c '[ ! -e /usr/bin/mlc ] && [ ! -e /usr/share/man/man1/mlc.1.gz ] &&
+  for u in '"$units"'; do [ ! -e /lib/systemd/system/$u ] || { echo "$u is left"; exit 1; }; done &&
+  [ -f /etc/mlc/resource-limits.yaml ] && [ -f /etc/cron.d/mlc ]'
+check "dpkg -r disabled the enabled timer" bash -c '! [ -L /etc/systemd/system/timers.target.wants/mlc-cleanup.timer ]'
 check "dpkg --purge" dpkg --purge mlc
 installed=no
-check "purge removed the conffiles" bash -c '[ ! -e /etc/mlc/resource-limits.yaml ] && [ ! -e /etc/sudoers.d/mlc ]'
+check "purge removed the conffiles" bash -c '[ ! -e /etc/mlc/resource-limits.yaml ] && [ ! -e /etc/sudoers.d/mlc ] && [ ! -e /etc/cron.d/mlc ]'
 
 finish
