@@ -97,6 +97,21 @@ install: build man completions
 	install -d $(DESTDIR)$(SYSTEMDDIR)
 	sed -e 's|@BINDIR@|$(BINDIR)|g' deploy/mlc-monitor.service.in > deploy/.unit.tmp
 	install -m 0644 deploy/.unit.tmp $(DESTDIR)$(SYSTEMDDIR)/mlc-monitor.service && rm -f deploy/.unit.tmp
+	@# The nightly jobs: the cron file (the default) and the systemd timers
+	@# (the alternative, installed but not enabled; see deploy/mlc.cron.in).
+	@for u in mlc-sample mlc-cleanup; do \
+		sed -e 's|@BINDIR@|$(BINDIR)|g' deploy/$$u.service.in > deploy/.unit.tmp && \
+		install -m 0644 deploy/.unit.tmp $(DESTDIR)$(SYSTEMDDIR)/$$u.service && \
+		install -m 0644 deploy/$$u.timer $(DESTDIR)$(SYSTEMDDIR)/$$u.timer || exit 1; \
+	done; rm -f deploy/.unit.tmp
+	install -d $(DESTDIR)/etc/cron.d
+	@# An existing cron file is the admin's (edited, or kept away while the
+	@# timers run): left as it is, like the policy.
+	@if [ -e $(DESTDIR)/etc/cron.d/mlc ]; then echo "kept $(DESTDIR)/etc/cron.d/mlc"; \
+	elif [ -z "$(DESTDIR)" ] && systemctl is-enabled --quiet mlc-sample.timer mlc-cleanup.timer 2>/dev/null; then \
+		echo "not installing /etc/cron.d/mlc: mlc's systemd timers are enabled"; \
+	else sed -e 's|@BINDIR@|$(BINDIR)|g' deploy/mlc.cron.in > deploy/.cron.tmp && \
+		install -m 0644 deploy/.cron.tmp $(DESTDIR)/etc/cron.d/mlc && rm -f deploy/.cron.tmp; fi
 	@echo "installed: add users to the mlc-users group (never to docker); they run: mlc ... (no sudo to type); admins go in mlc-admins"
 
 uninstall:
@@ -104,6 +119,14 @@ uninstall:
 	rm -f $(DESTDIR)$(MANDIR)/man1/mlc.1 $(DESTDIR)$(BASHCOMPDIR)/mlc $(DESTDIR)$(ZSHCOMPDIR)/_mlc $(DESTDIR)$(FISHCOMPDIR)/mlc.fish \
 		$(foreach c,$(COMMANDS),$(DESTDIR)$(BASHCOMPDIR)/mlc-$(c) $(DESTDIR)$(FISHCOMPDIR)/mlc-$(c).fish) \
 		$(DESTDIR)$(SYSTEMDDIR)/mlc-monitor.service
+	@if [ -z "$(DESTDIR)" ] && command -v systemctl >/dev/null; then \
+		for u in mlc-sample.timer mlc-cleanup.timer; do \
+			if [ -d /run/systemd/system ]; then systemctl stop $$u 2>/dev/null || true; fi; \
+			if systemctl is-enabled --quiet $$u 2>/dev/null; then systemctl disable $$u || true; fi; \
+		done; \
+	fi
+	rm -f $(foreach u,mlc-sample mlc-cleanup,$(DESTDIR)$(SYSTEMDDIR)/$(u).service $(DESTDIR)$(SYSTEMDDIR)/$(u).timer) \
+		$(DESTDIR)/etc/cron.d/mlc
 
 # A Debian package of this tree, bin/mlc_<version>_<arch>.deb (PREFIX=/usr).
 deb:
