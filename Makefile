@@ -14,7 +14,7 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GO       ?= go
 LDFLAGS  := -X main.version=$(VERSION) '-extldflags=-Wl,-z,lazy'
 # Commands reachable as mlc-NAME links.
-COMMANDS := create open list start stop kill remove logs stats top protect unprotect limits gpu monitor report
+COMMANDS := create open list start stop kill remove logs stats top protect unprotect limits gpu monitor report cleanup keepalive
 FUZZTIME ?= 60s
 
 comma := ,

@@ -124,6 +124,11 @@ type Row struct {
 	Created time.Time `json:"created"`
 	Protect bool      `json:"protected"`
 	ID      string    `json:"id"`
+	// Filled by the caller from the usage history (package cleanup): how
+	// long a running container has been idle, and from when cleanup will
+	// stop it (nil: never, or not known).
+	IdleSeconds *int64     `json:"idle_seconds,omitempty"`
+	StopAt      *time.Time `json:"cleanup_stop_at,omitempty"`
 }
 
 // List returns the target's containers, or everyone's with all (admins).

@@ -119,9 +119,9 @@ func TestCLIList(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	want := []*regexp.Regexp{
-		regexp.MustCompile(`^NAME +IMAGE +STATUS +CPUS +MEMORY +GPUS +CREATED$`),
-		regexp.MustCompile(`^alpha +bb +Up [A-Za-z0-9 ]+ +2 +1GiB +- +[A-Za-z0-9 ]+ ago$`),
-		regexp.MustCompile(`^beta +bb +Exited \(143\) [A-Za-z0-9 ]+ ago +2 +1GiB +- +[A-Za-z0-9 ]+ ago$`),
+		regexp.MustCompile(`^NAME +IMAGE +STATUS +CPUS +MEMORY +GPUS +CREATED +IDLE +CLEANUP STOPS$`),
+		regexp.MustCompile(`^alpha +bb +Up [A-Za-z0-9 ]+ +2 +1GiB +- +[A-Za-z0-9 ]+ ago +- +-$`),
+		regexp.MustCompile(`^beta +bb +Exited \(143\) [A-Za-z0-9 ]+ ago +2 +1GiB +- +[A-Za-z0-9 ]+ ago +- +-$`),
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("list:\n%s", out)

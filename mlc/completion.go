@@ -195,6 +195,7 @@ var containerArg = map[string]func(containers.Row) bool{
 	"stop":        containerRunning,
 	"kill":        containerRunning,
 	"stats":       containerRunning,
+	"keepalive":   containerRunning,
 	"remove":      anyContainer,
 	"open":        anyContainer,
 	"logs":        anyContainer,

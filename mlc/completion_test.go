@@ -123,7 +123,7 @@ func TestCompletionCommandsAndFlags(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{"mlc", ""}, "completion create gpu kill limits list logs monitor open protect remove report start stats stop top unprotect version"},
+		{[]string{"mlc", ""}, "cleanup completion create gpu keepalive kill limits list logs monitor open protect remove report start stats stop top unprotect version"},
 		{[]string{"mlc", "l"}, "limits list logs"},
 		{[]string{"/usr/local/bin/mlc", "gpu", ""}, "reconcile release status"},
 		{[]string{"mlc-gpu", "re"}, "reconcile release"},

@@ -3,13 +3,17 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	units "github.com/docker/go-units"
+	"github.com/mlc-lab/mlc/cleanup"
 	"github.com/mlc-lab/mlc/config"
 	"github.com/mlc-lab/mlc/containers"
 	"github.com/mlc-lab/mlc/errs"
+	"github.com/mlc-lab/mlc/monitor/history"
 	"github.com/urfave/cli/v2"
 )
 
@@ -79,6 +83,7 @@ Examples:
 				if err != nil {
 					return err
 				}
+				s.forecast(m, rows)
 				return printList(s, rows, c.Bool("all"), c.Bool("json"), c.Bool("quiet"))
 			},
 		},
@@ -299,7 +304,7 @@ func printList(s *session, rows []containers.Row, all, asJSON, quiet bool) error
 		return nil
 	}
 	t := s.table()
-	head := "NAME\tIMAGE\tSTATUS\tCPUS\tMEMORY\tGPUS\tCREATED"
+	head := "NAME\tIMAGE\tSTATUS\tCPUS\tMEMORY\tGPUS\tCREATED\tIDLE\tCLEANUP STOPS"
 	if all {
 		head = "USER\t" + head
 	}
@@ -317,7 +322,18 @@ func printList(s *session, rows []containers.Row, all, asJSON, quiet bool) error
 		if r.Protect {
 			status += " (protected)"
 		}
-		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s ago", r.Name, r.Image, status, r.CPUs, r.Memory, gpus, units.HumanDuration(time.Since(r.Created)))
+		idle, stops := "-", "-"
+		if r.IdleSeconds != nil {
+			idle = "busy"
+			if *r.IdleSeconds > 0 {
+				idle = units.HumanDuration(time.Duration(*r.IdleSeconds) * time.Second)
+			}
+		}
+		if r.StopAt != nil {
+			stops = "after " + r.StopAt.Local().Format("01-02 15:04")
+		}
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s ago\t%s\t%s", r.Name, r.Image, status, r.CPUs, r.Memory, gpus,
+			units.HumanDuration(time.Since(r.Created)), idle, stops)
 		if all {
 			line = r.User + "\t" + line
 		}
@@ -331,4 +347,38 @@ func shortUUID(u string) string {
 		return u[:12]
 	}
 	return u
+}
+
+// forecast fills each running row's idle time and cleanup stop time from the
+// usage history, when there is one; without it (or on any error) they stay
+// unknown ("-").
+func (s *session) forecast(m *containers.Manager, rows []containers.Row) {
+	p := filepath.Join(s.cfg.StateDir, HistoryFile)
+	if _, err := os.Stat(p); err != nil {
+		return
+	}
+	db, err := history.Open(p)
+	if err != nil {
+		return
+	}
+	defer db.Close()
+	f, err := (&cleanup.Env{Mgr: m, History: db}).Forecasts(s.ctx, rows)
+	if err != nil {
+		return
+	}
+	for i := range rows {
+		idle, ok := f[rows[i].ID]
+		if !ok || !idle.Known {
+			continue
+		}
+		secs := int64(idle.For / time.Second)
+		rows[i].IdleSeconds = &secs
+		if !idle.StopAt.IsZero() {
+			at := idle.StopAt
+			if idle.Postpone.After(at) {
+				at = idle.Postpone
+			}
+			rows[i].StopAt = &at
+		}
+	}
 }

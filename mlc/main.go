@@ -317,6 +317,8 @@ Examples:
 			topCommand(s),
 			monitorCommand(s),
 			reportCommand(s),
+			cleanupCommand(s),
+			keepaliveCommand(s),
 			gpuCommand(s),
 			limitsCommand(s),
 			versionCommand(s),
