@@ -27,6 +27,20 @@ type Env struct {
 	History *history.DB
 	Notify  notify.Options
 	Now     func() time.Time // time.Now when nil
+	// Scope, "KEY=VALUE", limits a run to the containers and images with
+	// that label: the integration test's own, so that a run beside other
+	// tests touches nothing of theirs (MLC_TEST_CLEANUP_SCOPE; never under
+	// sudo for a user). "" is the whole engine.
+	Scope string
+}
+
+// inScope is whether labels carry the run's scope label.
+func (e *Env) inScope(labels map[string]string) bool {
+	if e.Scope == "" {
+		return true
+	}
+	k, v, _ := strings.Cut(e.Scope, "=")
+	return labels[k] == v
 }
 
 // Target is what acting on one container needs beyond the plan.
@@ -83,9 +97,15 @@ func RulesFrom(cfg *config.Config) Rules {
 func (e *Env) Gather(ctx context.Context, only string) (Input, map[string]Target, error) {
 	m := e.Mgr
 	in := Input{Now: e.now(), Only: only, Activity: map[string]Activity{}, Warned: map[string][]Warning{}}
-	all, err := m.Eng.ListAll(ctx)
+	everything, err := m.Eng.ListAll(ctx)
 	if err != nil {
 		return in, nil, err
+	}
+	var all []engine.Container
+	for _, c := range everything {
+		if e.inScope(c.Labels) {
+			all = append(all, c)
+		}
 	}
 	managed, err := m.Eng.List(ctx, "")
 	if err != nil {
@@ -202,6 +222,9 @@ func (e *Env) Gather(ctx context.Context, only string) (Input, map[string]Target
 			return in, nil, err
 		}
 		for _, im := range imgs {
+			if !e.inScope(im.Labels) {
+				continue
+			}
 			in.Images = append(in.Images, Image{ID: im.ID, Tags: im.Tags, Created: im.Created, Dangling: im.Dangling})
 		}
 		for _, ci := range m.Cfg.Images {

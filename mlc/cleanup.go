@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/mlc-lab/mlc/cleanup"
 	"github.com/mlc-lab/mlc/cleanup/notify"
 	"github.com/mlc-lab/mlc/errs"
+	"github.com/mlc-lab/mlc/identity"
 	"github.com/prometheus/common/model"
 	"github.com/urfave/cli/v2"
 )
@@ -54,6 +56,9 @@ Examples:
 			}
 			defer db.Close()
 			env := &cleanup.Env{Mgr: m, History: db, Notify: notify.Options{Command: s.cfg.Notify.Command, DevDir: "/dev"}}
+			if !identity.ProcessEnv().ForUser() {
+				env.Scope = os.Getenv("MLC_TEST_CLEANUP_SCOPE")
+			}
 			in, targets, err := env.Gather(s.ctx, only)
 			if err != nil {
 				return err
