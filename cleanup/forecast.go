@@ -2,7 +2,11 @@ package cleanup
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
+
+	"github.com/mlc-lab/mlc/config"
 
 	"github.com/mlc-lab/mlc/containers"
 	"github.com/mlc-lab/mlc/limits"
@@ -100,4 +104,27 @@ func (e *Env) Forecasts(ctx context.Context, rows []containers.Row) (map[string]
 	}
 	_ = ctx
 	return out, nil
+}
+
+// IdleRule is the idle rule that applies to a user whose idle_timeout is
+// timeout (from source), in words: what `mlc limits show` prints.
+func IdleRule(cfg *config.Config, timeout config.Duration, source string) string {
+	if timeout.Never {
+		return "idle containers are never stopped (idle_timeout null, " + source + ")"
+	}
+	r := RulesFrom(cfg)
+	r = withDefaults(r)
+	var warn []string
+	for _, f := range r.WarnAt {
+		warn = append(warn, fmt.Sprintf("%d %%", percent(f)))
+	}
+	s := fmt.Sprintf("a running container idle for %s (%s) is stopped by the nightly cleanup: idle means %s; "+
+		"you are warned at %s of that first", timeout, source, thresholds(r), strings.Join(warn, " and "))
+	if r.KeepAliveMax > 0 {
+		s += fmt.Sprintf("; a /workspace/.keep-alive (mlc keepalive) postpones it up to %s", fmtDur(r.KeepAliveMax))
+	}
+	if r.HighDemandFactor > 0 {
+		s += fmt.Sprintf("; while %d %% of GPUs are allocated and someone waits, the timeout is x%g", percent(r.HighDemandFraction), r.HighDemandFactor)
+	}
+	return s
 }

@@ -1,8 +1,11 @@
 package cleanup
 
 import (
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/mlc-lab/mlc/config"
 )
 
 func TestForecast(t *testing.T) {
@@ -46,5 +49,18 @@ func TestForecast(t *testing.T) {
 	ka.KeepAlive = now.Add(-time.Hour)
 	if f := Forecast(now, ka, a, true, r, false); !f.Postpone.Equal(now.Add(23 * h)) {
 		t.Errorf("keep-alive: %+v", f)
+	}
+}
+
+func TestIdleRule(t *testing.T) {
+	cfg := config.Default()
+	if got := IdleRule(cfg, config.Never, "group staff"); got != "idle containers are never stopped (idle_timeout null, group staff)" {
+		t.Errorf("%q", got)
+	}
+	got := IdleRule(cfg, config.Duration{D: 72 * time.Hour}, "default")
+	for _, want := range []string{"idle for 3d (default)", "CPU < 5 %", "own GPU < 5 %", "80 % and 95 %", "up to 24h"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%q lacks %q", got, want)
+		}
 	}
 }

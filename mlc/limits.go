@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/mlc-lab/mlc/cleanup"
 	"github.com/mlc-lab/mlc/config"
 	"github.com/mlc-lab/mlc/errs"
 	"github.com/mlc-lab/mlc/identity"
@@ -134,6 +135,7 @@ func printLimits(s *session, r *limits.Resolved) error {
 	if err := t.Flush(); err != nil {
 		return err
 	}
+	fmt.Fprintf(s.out, "\nidle rule: %s\n", cleanup.IdleRule(s.cfg, r.IdleTimeout.Value, r.IdleTimeout.Source))
 	if !r.AccountExists {
 		fmt.Fprintf(s.out, "\nnote: no system account %q exists; these limits come from the policy alone\n", r.User)
 	}
