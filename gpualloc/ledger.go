@@ -15,6 +15,7 @@ import (
 	"github.com/mattn/go-sqlite3"
 
 	"github.com/mlc-lab/mlc/errs"
+	"github.com/mlc-lab/mlc/internal/sqlitex"
 )
 
 // Options are the gpu section of the policy, as the ledger needs them.
@@ -156,14 +157,7 @@ func tighten(path string, max os.FileMode) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if st.Mode().Perm()&^max == 0 {
-		return nil
-	}
-	return os.Chmod(path, st.Mode().Perm()&max)
+	return sqlitex.Tighten(path, max)
 }
 
 // Close closes the database and the lock file.
@@ -176,22 +170,7 @@ func (l *Ledger) Close() error {
 func (l *Ledger) Path() string { return l.path }
 
 func (l *Ledger) migrate() error {
-	return l.tx(context.Background(), func(tx *sql.Tx) error {
-		var v int
-		if err := tx.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
-			return err
-		}
-		if v > len(migrations) {
-			return fmt.Errorf("ledger schema version %d is newer than this mlc knows (%d)", v, len(migrations))
-		}
-		for i := v; i < len(migrations); i++ {
-			if _, err := tx.Exec(migrations[i]); err != nil {
-				return fmt.Errorf("migration %d: %w", i+1, err)
-			}
-		}
-		_, err := tx.Exec(`PRAGMA user_version = ` + strconv.Itoa(len(migrations)))
-		return err
-	})
+	return l.tx(context.Background(), func(tx *sql.Tx) error { return sqlitex.Migrate(tx, migrations, "ledger") })
 }
 
 // classify turns SQLite failures into errors a person can act on.

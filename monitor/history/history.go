@@ -16,12 +16,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
 
 	"github.com/mlc-lab/mlc/errs"
+	"github.com/mlc-lab/mlc/internal/sqlitex"
 )
 
 // DefaultMaxGap caps the interval a sample stands for: when cron did not run
@@ -267,16 +267,7 @@ func Open(path string) (*DB, error) {
 }
 
 // tighten clears the mode bits of path beyond max.
-func tighten(path string, max os.FileMode) error {
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if st.Mode().Perm()&^max == 0 {
-		return nil
-	}
-	return os.Chmod(path, st.Mode().Perm()&max)
-}
+func tighten(path string, max os.FileMode) error { return sqlitex.Tighten(path, max) }
 
 // Close closes the database.
 func (db *DB) Close() error { return db.db.Close() }
@@ -285,22 +276,7 @@ func (db *DB) Close() error { return db.db.Close() }
 func (db *DB) Path() string { return db.path }
 
 func (db *DB) migrate() error {
-	return db.tx(func(tx *sql.Tx) error {
-		var v int
-		if err := tx.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
-			return err
-		}
-		if v > len(migrations) {
-			return fmt.Errorf("usage history schema version %d is newer than this mlc knows (%d)", v, len(migrations))
-		}
-		for i := v; i < len(migrations); i++ {
-			if _, err := tx.Exec(migrations[i]); err != nil {
-				return fmt.Errorf("migration %d: %w", i+1, err)
-			}
-		}
-		_, err := tx.Exec(`PRAGMA user_version = ` + strconv.Itoa(len(migrations)))
-		return err
-	})
+	return db.tx(func(tx *sql.Tx) error { return sqlitex.Migrate(tx, migrations, "usage history") })
 }
 
 // tx runs fn in one BEGIN IMMEDIATE transaction (the DSN's _txlock).
