@@ -6,4 +6,5 @@ mkdir -p bench/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 bench/create.sh | tee "bench/results/create-$stamp.txt"
 bench/stats.sh | tee "bench/results/stats-$stamp.txt"
+bench/cleanup.sh | tee "bench/results/cleanup-$stamp.txt"
 if [ -x bench/ledger.sh ]; then bench/ledger.sh | tee "bench/results/ledger-$stamp.txt"; fi
