@@ -64,3 +64,17 @@ func TestIdleRule(t *testing.T) {
 		}
 	}
 }
+
+func TestKeepAliveTime(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[time.Time]time.Time{
+		now.Add(-time.Hour):                         now.Add(-time.Hour),
+		now.Add(30 * time.Second):                   now.Add(30 * time.Second), // clock skew
+		now.Add(2 * time.Minute):                    {},                        // a time to come: none
+		time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC): {},
+	} {
+		if got := keepAliveTime(in, now); !got.Equal(want) {
+			t.Errorf("keepAliveTime(%v) = %v, want %v", in, got, want)
+		}
+	}
+}

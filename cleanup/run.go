@@ -155,12 +155,7 @@ func (e *Env) Gather(ctx context.Context, only string) (Input, map[string]Target
 			}
 			if t.Workspace != "" {
 				if ka, err := notify.KeepAlive(t.Workspace); err == nil {
-					// The owner sets the file's time (touch -d 2099-01-01): a
-					// time to come counts as now, so it lasts keepalive_max.
-					if ka.After(in.Now) {
-						ka = in.Now
-					}
-					ct.KeepAlive = ka
+					ct.KeepAlive = keepAliveTime(ka, in.Now)
 				}
 			}
 			wg.Add(1)
@@ -349,4 +344,16 @@ func WriteResults(w io.Writer, p Plan) {
 		fmt.Fprintf(w, "%s %s: %s %s\n", a.Action, who, a.Result, a.Error)
 	}
 	fmt.Fprintf(w, "cleanup: %d done, %d failed or not done\n", done, failed)
+}
+
+// keepAliveTime is the keep-alive file's time as cleanup counts it. The
+// owner sets it (touch -d 2099-01-01 inside the container): a time to come
+// would postpone the stop for ever, since each run would count it as new, so
+// it counts as no keep-alive at all. mlc keepalive and touch write a time up
+// to now; a minute of clock skew is allowed.
+func keepAliveTime(mtime, now time.Time) time.Time {
+	if mtime.After(now.Add(time.Minute)) {
+		return time.Time{}
+	}
+	return mtime
 }

@@ -282,6 +282,11 @@ func Plan(cfg *config.Config, a Actor, r CreateRequest, f Facts) (*CreatePlan, e
 	}
 	dockerName := engine.DockerName(a.Target.UID, r.Name)
 	if config.MatchProtected(cfg, r.Name, dockerName) {
+		// A protected container is never stopped for being idle: a name
+		// is not a way for a user to opt out of the cleanup.
+		if !a.Caller.Admin {
+			return nil, errs.New(errs.Permission, "the name %s matches a protected pattern of the policy; only admins create protected containers (ask one, or choose another name)", r.Name)
+		}
 		labels[engine.LabelProtected] = "true"
 	}
 	spec := engine.Spec{

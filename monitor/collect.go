@@ -339,6 +339,7 @@ func (co *Collector) readAll(ts []*target) {
 		t.cg = cg
 		st := t.stats
 		st.MemoryBytes, st.MemoryLimitBytes, st.Pids = cg.MemoryUsage, cg.MemoryLimit, cg.Pids
+		st.CPUTotalNanos = cg.CPUUsageNs
 		st.BlockReadBytes, st.BlockWriteBytes = cg.BlockReadBytes, cg.BlockWriteBytes
 		if st.MemoryLimitBytes == 0 {
 			st.MemoryLimitBytes = total

@@ -34,12 +34,16 @@ type Sample struct {
 
 // ContainerStats is one container's figures.
 type ContainerStats struct {
-	Name             string   `json:"name"` // the mlc name
-	User             string   `json:"user"`
-	ID               string   `json:"id"`
-	DockerName       string   `json:"docker_name"`
-	State            string   `json:"state"`
-	CPUPercent       float64  `json:"cpu_percent"`        // 100 = one CPU busy
+	Name       string  `json:"name"` // the mlc name
+	User       string  `json:"user"`
+	ID         string  `json:"id"`
+	DockerName string  `json:"docker_name"`
+	State      string  `json:"state"`
+	CPUPercent float64 `json:"cpu_percent"` // 100 = one CPU busy
+	// CPUTotalNanos is the CPU time the container used since it started:
+	// the history averages CPU % over a whole interval from it, so that a
+	// burst timed to the sampling cannot make an idle container look busy.
+	CPUTotalNanos    uint64   `json:"cpu_total_ns"`
 	MemoryBytes      uint64   `json:"memory_bytes"`       // excluding inactive file cache
 	MemoryLimitBytes uint64   `json:"memory_limit_bytes"` // the host's memory where unlimited
 	MemoryPercent    float64  `json:"memory_percent"`

@@ -172,6 +172,9 @@ var migrations = []string{
 		at_ms         INTEGER NOT NULL,
 		PRIMARY KEY (container_id, level, idle_since_ms)
 	);`,
+	// 5: the container's cumulative CPU time at its last sample, so that CPU
+	// % is averaged over the whole interval (not a burst at sampling time).
+	`ALTER TABLE net_counters ADD COLUMN cpu_ns INTEGER;`,
 }
 
 // buildActivityV2 filled the activity table of schema version 2 (its

@@ -83,12 +83,16 @@ func (db *DB) record(tx querier, s monitor.Sample, busy Busy, retention time.Dur
 
 	for _, c := range s.Containers {
 		running := c.State == "running"
-		rx, tx2, err := netDelta(tx, c, running, now, prev)
+		rx, tx2, cpuAvg, err := netDelta(tx, c, running, now, prev)
 		if err != nil {
 			return err
 		}
+		cpu := c.CPUPercent
+		if cpuAvg != nil {
+			cpu = *cpuAvg
+		}
 		gs := containerGPUs(c)
-		isBusy := running && (c.CPUPercent >= busy.CPUPercent ||
+		isBusy := running && (cpu >= busy.CPUPercent ||
 			(busy.NetBytes > 0 && rx+tx2 >= busy.NetBytes))
 		type gpuRow struct {
 			g    cgpu
@@ -120,7 +124,7 @@ func (db *DB) record(tx querier, s monitor.Sample, busy Busy, retention time.Dur
 		if _, err := tx.Exec(`INSERT INTO containers (sample_id, container_id, name, user, running, cpu_percent,
 			memory_bytes, memory_limit_bytes, pids, net_rx_bytes, net_tx_bytes, n_gpus, gpu_uuids,
 			gpu_util_percent, gpu_memory_bytes, busy, started_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			sid, c.ID, c.Name, c.User, running, c.CPUPercent, i64(c.MemoryBytes), i64(c.MemoryLimitBytes),
+			sid, c.ID, c.Name, c.User, running, cpu, i64(c.MemoryBytes), i64(c.MemoryLimitBytes),
 			i64(c.Pids), i64(rx), i64(tx2), len(gs), strings.Join(uuids, ","), nullFloat(c.GPUUtilPercent),
 			gpuMem, isBusy, started); err != nil {
 			return err
@@ -306,9 +310,14 @@ func recountActivity(tx querier, id string) error {
 // netDelta works out a container's network traffic since the previous sample
 // and keeps its counters for the next (see Record). Stopped containers have
 // no traffic and leave their counters as they were.
-func netDelta(tx querier, c monitor.ContainerStats, running bool, now int64, prev sql.NullInt64) (rx, txb uint64, err error) {
+// netDelta is the container's network traffic since its previous sample,
+// and its CPU % averaged over that whole interval (nil when there is no
+// previous sample of the same run: the sample's own window figure is used).
+// The counters are cumulative since the container started; a restart (a
+// new start time) begins them again.
+func netDelta(tx querier, c monitor.ContainerStats, running bool, now int64, prev sql.NullInt64) (rx, txb uint64, cpu *float64, err error) {
 	if !running || c.ID == "" {
-		return 0, 0, nil
+		return 0, 0, nil, nil
 	}
 	started := c.StartedAt.UnixMilli()
 	if c.StartedAt.IsZero() {
@@ -316,29 +325,38 @@ func netDelta(tx querier, c monitor.ContainerStats, running bool, now int64, pre
 	}
 	var last struct {
 		started, rx, tx, seen int64
+		cpu                   sql.NullInt64
 	}
-	err = tx.QueryRow(`SELECT started_ms, rx_bytes, tx_bytes, seen_ms FROM net_counters WHERE container_id = ?`, c.ID).
-		Scan(&last.started, &last.rx, &last.tx, &last.seen)
+	err = tx.QueryRow(`SELECT started_ms, rx_bytes, tx_bytes, seen_ms, cpu_ns FROM net_counters WHERE container_id = ?`, c.ID).
+		Scan(&last.started, &last.rx, &last.tx, &last.seen, &last.cpu)
 	found := err == nil
 	if err != nil && err != sql.ErrNoRows {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	if found && last.seen > now {
 		// Another mlc recorded a later sample first: its counters stay.
-		return 0, 0, nil
+		return 0, 0, nil, nil
 	}
-	curRx, curTx := i64(c.NetRxBytes), i64(c.NetTxBytes)
+	curRx, curTx, curCPU := i64(c.NetRxBytes), i64(c.NetTxBytes), i64(c.CPUTotalNanos)
 	switch {
 	case found && last.started == started && curRx >= last.rx && curTx >= last.tx:
 		rx, txb = uint64(curRx-last.rx), uint64(curTx-last.tx)
 	case prev.Valid && started > prev.Int64:
 		rx, txb = uint64(curRx), uint64(curTx)
 	}
-	_, err = tx.Exec(`INSERT INTO net_counters (container_id, started_ms, rx_bytes, tx_bytes, seen_ms)
-		VALUES (?, ?, ?, ?, ?) ON CONFLICT (container_id) DO UPDATE SET
+	if found && last.started == started && last.cpu.Valid && curCPU > 0 && curCPU >= last.cpu.Int64 && now > last.seen {
+		p := float64(curCPU-last.cpu.Int64) / float64((now-last.seen)*1e6) * 100
+		cpu = &p
+	}
+	var cpuCol sql.NullInt64
+	if curCPU > 0 {
+		cpuCol = sql.NullInt64{Int64: curCPU, Valid: true}
+	}
+	_, err = tx.Exec(`INSERT INTO net_counters (container_id, started_ms, rx_bytes, tx_bytes, seen_ms, cpu_ns)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (container_id) DO UPDATE SET
 		started_ms = excluded.started_ms, rx_bytes = excluded.rx_bytes, tx_bytes = excluded.tx_bytes,
-		seen_ms = excluded.seen_ms`, c.ID, started, curRx, curTx, now)
-	return rx, txb, err
+		seen_ms = excluded.seen_ms, cpu_ns = excluded.cpu_ns`, c.ID, started, curRx, curTx, now, cpuCol)
+	return rx, txb, cpu, err
 }
 
 // cgpu is one GPU a container holds.
