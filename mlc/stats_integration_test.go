@@ -97,17 +97,23 @@ func TestStatsAgainstRealContainers(t *testing.T) {
 	}
 
 	t.Run("cpu", func(t *testing.T) {
-		// The loops may need a moment to start; then three readings in a row are in range.
-		var got []float64
-		poll(t, 20*time.Second, "busy shows 80-105 % CPU three times in a row", func() bool {
+		// The loops need a moment to start, and on a machine busy with other
+		// tests the container may get less than its CPU for a while: three
+		// readings in 80-105 % within a minute pass; any reading above the
+		// limit's 105 % is a measuring error and fails at once.
+		var got, in []float64
+		poll(t, 60*time.Second, "busy shows 80-105 % CPU three times", func() bool {
 			c, _ := findStats(r.statsOf(t, alice, "busy"), "busy")
 			got = append(got, c.CPUPercent)
-			if c.CPUPercent < 80 || c.CPUPercent > 105 {
-				got = nil
+			if c.CPUPercent > 105 {
+				t.Fatalf("busy under --cpus 1 reads %.1f %% CPU (all readings: %.1f)", c.CPUPercent, got)
 			}
-			return len(got) == 3
+			if c.CPUPercent >= 80 {
+				in = append(in, c.CPUPercent)
+			}
+			return len(in) == 3
 		})
-		t.Logf("busy: %.1f %%", got)
+		t.Logf("busy: %.1f %% (all readings: %.1f)", in, got)
 	})
 
 	t.Run("memory", func(t *testing.T) {

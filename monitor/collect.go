@@ -207,14 +207,14 @@ func (co *Collector) Collect(ctx context.Context, o Options) (Sample, error) {
 		co.readAll(targets)
 		for t, r := range first {
 			if t.stats.Error == "" {
-				t.stats.CPUPercent = cpuPercent(r, t.at, t.cg.CPUUsageNs)
+				t.stats.CPUPercent = capped(cpuPercent(r, t.at, t.cg.CPUUsageNs), t.cg.CPULimit)
 			}
 		}
 	} else {
 		co.mu.Lock()
 		for _, t := range targets {
 			if r, ok := co.prev[t.c.ID]; ok && t.stats.Error == "" && r.started.Equal(t.rt.StartedAt) {
-				t.stats.CPUPercent = cpuPercent(r, t.at, t.cg.CPUUsageNs)
+				t.stats.CPUPercent = capped(cpuPercent(r, t.at, t.cg.CPUUsageNs), t.cg.CPULimit)
 			}
 		}
 		co.mu.Unlock()
@@ -395,6 +395,18 @@ func cpuPercent(r reading, at time.Time, cpuNs uint64) float64 {
 		return 0
 	}
 	return float64(cpuNs-r.cpuNs) / float64(dt.Nanoseconds()) * 100
+}
+
+// capped is a CPU % no higher than the container's quota allows. Over a
+// short window the kernel's quota periods make a container at its limit read
+// above it (two busy threads under --cpus 1 run 50 ms of every 100 ms on two
+// CPUs: a 200 ms window can catch three such bursts, 150 %); over any longer
+// span it cannot use more, so more is the window's artefact, not use.
+func capped(pct, limitCPUs float64) float64 {
+	if limitCPUs > 0 && pct > limitCPUs*100 {
+		return limitCPUs * 100
+	}
+	return pct
 }
 
 // gpuIndex maps UUIDs to indices: NVML's devices, else the inventory.

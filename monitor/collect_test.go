@@ -516,3 +516,11 @@ func (c *countdown) Err() error {
 	}
 	return context.DeadlineExceeded
 }
+
+func TestCapped(t *testing.T) {
+	for _, c := range []struct{ pct, limit, want float64 }{{109.9, 1, 100}, {99, 1, 99}, {300, 0, 300}, {160, 1.5, 150}} {
+		if got := capped(c.pct, c.limit); got != c.want {
+			t.Errorf("capped(%v, %v) = %v, want %v", c.pct, c.limit, got, c.want)
+		}
+	}
+}

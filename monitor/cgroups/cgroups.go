@@ -74,6 +74,9 @@ type Stats struct {
 	MemoryLimit     uint64 // 0 when unlimited (v2 "max"; v1 values >= 1<<62)
 	Pids            uint64 // pids.current
 	BlockReadBytes  uint64 // summed over devices
+	// CPULimit is the CPU quota in CPUs (quota / period: 1.5 for --cpus
+	// 1.5); 0 when unlimited or not readable.
+	CPULimit float64
 	BlockWriteBytes uint64
 }
 
@@ -492,6 +495,13 @@ func (r *resolver) readV1(s *Stats, mem string) error {
 	if s.CPUUsageNs, err = r.uint(cpu, "cpuacct.usage", false); err != nil {
 		return err
 	}
+	if d, ok, err := r.find("cpu"); err == nil && ok {
+		quota, qerr := r.file(d, "cpu.cfs_quota_us", true)
+		period, perr := r.file(d, "cpu.cfs_period_us", true)
+		if qerr == nil && perr == nil {
+			s.CPULimit = quotaCPUs(strings.TrimSpace(string(quota)), strings.TrimSpace(string(period)))
+		}
+	}
 
 	if d, ok, err := r.find("pids"); err != nil {
 		return err
@@ -533,6 +543,11 @@ func (r *resolver) readV2(s *Stats) error {
 		return r.errf("bad cpu.stat")
 	}
 	s.CPUUsageNs = mul(us, 1000)
+	if b, err := r.file(d, "cpu.max", true); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			s.CPULimit = quotaCPUs(f[0], f[1])
+		}
+	}
 	if s.MemoryUsage, err = r.uint(d, "memory.current", false); err != nil {
 		return err
 	}
@@ -692,4 +707,15 @@ func (h Host) MemTotal() (uint64, error) {
 		return v * 1024, nil // always kB
 	}
 	return 0, errors.New("meminfo: no MemTotal")
+}
+
+// quotaCPUs is a CFS quota and period (microseconds; quota "max" or -1 for
+// none) as a number of CPUs, 0 when unlimited or unreadable.
+func quotaCPUs(quota, period string) float64 {
+	q, err1 := strconv.ParseInt(quota, 10, 64)
+	p, err2 := strconv.ParseInt(period, 10, 64)
+	if err1 != nil || err2 != nil || q <= 0 || p <= 0 {
+		return 0
+	}
+	return float64(q) / float64(p)
 }

@@ -37,10 +37,10 @@ func TestRead(t *testing.T) {
 		// cpu,cpuacct co-mounted; inactive file above usage; blkio fallback file.
 		{"v1-systemd", 6001, idV1Systemd, Stats{Version: 1, CPUUsageNs: 987654321,
 			MemoryUsage: 4096000, MemoryLimit: 536870912, Pids: 7,
-			BlockReadBytes: 1048576 + 4096, BlockWriteBytes: 2097152}},
+			BlockReadBytes: 1048576 + 4096, BlockWriteBytes: 2097152, CPULimit: 0.5}},
 		{"v2-systemd", 2345, idV2, Stats{Version: 2, CPUUsageNs: 2345678000,
 			MemoryUsage: 12947456 - 6709248, MemoryLimit: 1 << 30, Pids: 5,
-			BlockReadBytes: 1 + 4096000, BlockWriteBytes: 2 + 819200}},
+			BlockReadBytes: 1 + 4096000, BlockWriteBytes: 2 + 819200, CPULimit: 1.5}},
 		// Sibling sub-tree of mlc's namespace: found by searching one level.
 		{"v2-cgroupns", 3001, idNSSibling, Stats{Version: 2, CPUUsageNs: 42000,
 			MemoryUsage: 1000, MemoryLimit: 0, Pids: 3}},
@@ -321,4 +321,15 @@ func FuzzNetDev(f *testing.F) {
 		parseBlkio(data)
 		parseIOStat(data)
 	})
+}
+
+func TestQuotaCPUs(t *testing.T) {
+	for _, c := range []struct {
+		q, p string
+		want float64
+	}{{"100000", "100000", 1}, {"150000", "100000", 1.5}, {"-1", "100000", 0}, {"max", "100000", 0}, {"5", "0", 0}, {"x", "y", 0}} {
+		if got := quotaCPUs(c.q, c.p); got != c.want {
+			t.Errorf("quotaCPUs(%q, %q) = %v, want %v", c.q, c.p, got, c.want)
+		}
+	}
 }
