@@ -68,15 +68,15 @@ func (h Host) mountList() ([]mount, error) {
 
 // Stats are a cgroup's figures.
 type Stats struct {
-	Version         int    // 1 or 2
-	CPUUsageNs      uint64 // cumulative CPU time of the cgroup, nanoseconds (v1 cpuacct.usage; v2 cpu.stat usage_usec*1000)
-	MemoryUsage     uint64 // usage minus inactive file cache, as `docker stats` computes it
-	MemoryLimit     uint64 // 0 when unlimited (v2 "max"; v1 values >= 1<<62)
-	Pids            uint64 // pids.current
-	BlockReadBytes  uint64 // summed over devices
+	Version        int    // 1 or 2
+	CPUUsageNs     uint64 // cumulative CPU time of the cgroup, nanoseconds (v1 cpuacct.usage; v2 cpu.stat usage_usec*1000)
+	MemoryUsage    uint64 // usage minus inactive file cache, as `docker stats` computes it
+	MemoryLimit    uint64 // 0 when unlimited (v2 "max"; v1 values >= 1<<62)
+	Pids           uint64 // pids.current
+	BlockReadBytes uint64 // summed over devices
 	// CPULimit is the CPU quota in CPUs (quota / period: 1.5 for --cpus
 	// 1.5); 0 when unlimited or not readable.
-	CPULimit float64
+	CPULimit        float64
 	BlockWriteBytes uint64
 }
 
