@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mlc-lab/mlc/cleanup/notify"
 	"github.com/mlc-lab/mlc/config"
 
 	"github.com/mlc-lab/mlc/containers"
@@ -65,7 +66,7 @@ func Forecast(now time.Time, c Container, a Activity, haveHistory bool, r Rules,
 
 // Forecasts is Forecast for each running row of `mlc list`: the history's
 // activity (the container's start time included, so no engine call), the
-// owner's idle_timeout and protection. Keep-alive files are not read here.
+// owner's idle_timeout, protection and keep-alive file.
 func (e *Env) Forecasts(ctx context.Context, rows []containers.Row) (map[string]Idle, error) {
 	out := map[string]Idle{}
 	if e.History == nil {
@@ -98,6 +99,11 @@ func (e *Env) Forecasts(ctx context.Context, rows []containers.Row) (map[string]
 			IdleTimeout: timeouts[row.User]}
 		if row.Protect {
 			c.Protected = "protected"
+		}
+		if row.Workspace != "" {
+			if ka, err := notify.KeepAlive(row.Workspace); err == nil {
+				c.KeepAlive = keepAliveTime(ka, now)
+			}
 		}
 		out[row.ID] = Forecast(now, c, Activity{FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, LastBusy: a.LastBusy,
 			Samples: a.Samples, SinceBusy: a.SinceBusy}, ok, r, false)

@@ -129,6 +129,8 @@ type Row struct {
 	// stop it (nil: never, or not known).
 	IdleSeconds *int64     `json:"idle_seconds,omitempty"`
 	StopAt      *time.Time `json:"cleanup_stop_at,omitempty"`
+	// Workspace is the host directory mounted at /workspace ("" for none).
+	Workspace string `json:"-"`
 }
 
 // List returns the target's containers, or everyone's with all (admins).
@@ -156,6 +158,11 @@ func (m *Manager) List(ctx context.Context, a Actor, all bool) ([]Row, error) {
 			GPUs: splitList(c.Labels[engine.LabelGPUs]), Created: c.Created, Protect: m.IsProtected(c), ID: c.ID}
 		if r.Image == "" {
 			r.Image = c.Image
+		}
+		for _, mt := range c.Mounts {
+			if mt.Target == "/workspace" {
+				r.Workspace = mt.Source
+			}
 		}
 		for _, p := range c.Ports {
 			r.Ports = append(r.Ports, fmt.Sprintf("%s:%s->%s/%s", p.HostIP, p.HostPort, p.ContainerPort, p.Proto))

@@ -121,7 +121,7 @@ Examples:
 			if v := c.String("for"); v != "" {
 				pd, err := model.ParseDuration(v)
 				if err != nil || pd <= 0 {
-					return errs.New(errs.Usage, "--for %q is not a duration (like 8h, 90m)", v)
+					return errs.New(errs.Usage, "--for %q is not a duration of at most %s (like 8h, 90m)", v, max)
 				}
 				if time.Duration(pd) > max.D {
 					return errs.New(errs.Quota, "--for %s is more than cleanup.keepalive_max (%s)", v, max)
