@@ -7,6 +7,7 @@ import (
 
 	"github.com/mlc-lab/mlc/cleanup"
 	"github.com/mlc-lab/mlc/cleanup/notify"
+	"github.com/mlc-lab/mlc/config"
 	"github.com/mlc-lab/mlc/errs"
 	"github.com/mlc-lab/mlc/identity"
 	"github.com/prometheus/common/model"
@@ -115,7 +116,9 @@ Examples:
 			}
 			max := s.cfg.Cleanup.KeepAliveMax
 			if max.Never {
-				return errs.New(errs.Conflict, "keep-alive files are off on this server (cleanup.keepalive_max is null)")
+				// keepalive_max null: a keep-alive file postpones the stop for
+				// as long as it exists.
+				max = config.Duration{D: 100 * 365 * 24 * time.Hour}
 			}
 			d := max.D
 			if v := c.String("for"); v != "" {
@@ -124,7 +127,7 @@ Examples:
 					return errs.New(errs.Usage, "--for %q is not a duration of at most %s (like 8h, 90m)", v, max)
 				}
 				if time.Duration(pd) > max.D {
-					return errs.New(errs.Quota, "--for %s is more than cleanup.keepalive_max (%s)", v, max)
+					return errs.New(errs.Quota, "--for %s is more than cleanup.keepalive_max (%s)", v, s.cfg.Cleanup.KeepAliveMax)
 				}
 				d = time.Duration(pd)
 			}
