@@ -7,11 +7,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -297,7 +295,7 @@ func netUsers(t *testing.T, eng *engine.Client, n int) []Actor {
 	for i := 0; i < n; i++ {
 		out = append(out, Self(&identity.Caller{User: fmt.Sprintf("mlcnettest-%d", base+i), UID: base + i}))
 	}
-	lockNetworkTests(t)
+	testenv.LockNetworkTests(t)
 	clean := func() {
 		ctx := context.Background()
 		for _, a := range out {
@@ -321,21 +319,6 @@ func netUsers(t *testing.T, eng *engine.Client, n int) []Actor {
 	clean()
 	t.Cleanup(clean)
 	return out
-}
-
-// lockNetworkTests makes runs of these tests in other processes (go test
-// runs packages at once, and several people may test on one engine) wait:
-// their pool is one and the same.
-func lockNetworkTests(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile(filepath.Join(os.TempDir(), "mlc-network-tests.lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
 }
 
 func dockerOut(args ...string) string {

@@ -16,7 +16,7 @@ import (
 // (TestConformanceFake in enginetest) must be what Docker does.
 func TestConformanceDocker(t *testing.T) {
 	c := testenv.Engine(t)
-	lockNetworkTests(t) // its subnets lie beside the network tests'
+	testenv.LockNetworkTests(t) // its subnets lie beside the network tests'
 	sweep := func() {
 		f := "label=" + enginetest.Label
 		for _, id := range strings.Fields(dockerQuiet("ps", "-aq", "--filter", f)) {

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,7 +36,7 @@ func netCtx(t *testing.T) context.Context {
 // cleanNetworks removes, now and after the test, the containers and networks
 // labelled with netTestLabel=run.
 func cleanNetworks(t *testing.T, run string) {
-	lockNetworkTests(t)
+	testenv.LockNetworkTests(t)
 	clean := func() {
 		f := netTestLabel + "=" + run
 		for _, id := range strings.Fields(dockerQuiet("ps", "-aq", "--filter", "label="+f)) {
@@ -49,21 +48,6 @@ func cleanNetworks(t *testing.T, run string) {
 	}
 	clean()
 	t.Cleanup(clean)
-}
-
-// lockNetworkTests makes runs of these tests in other processes wait: their
-// subnets are the same. (The containers package's network tests take the
-// same lock, though their pool is apart.)
-func lockNetworkTests(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile(filepath.Join(os.TempDir(), "mlc-network-tests.lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
 }
 
 func dockerQuiet(args ...string) string {

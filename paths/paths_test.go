@@ -3,6 +3,7 @@ package paths
 import (
 	"context"
 	"errors"
+	"github.com/mlc-lab/mlc/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -157,16 +158,7 @@ func nobody(t *testing.T) Cred {
 func TestHelperHasTheUsersRights(t *testing.T) {
 	c := nobody(t)
 	// A copy of this test binary that nobody can run is the helper.
-	d, err := os.MkdirTemp("", "mlc-paths-")
-	must(t, err)
-	t.Cleanup(func() { os.RemoveAll(d) })
-	must(t, os.Chmod(d, 0o755))
-	self, err := os.Executable()
-	must(t, err)
-	bin, err := os.ReadFile(self)
-	must(t, err)
-	exe := filepath.Join(d, "helper")
-	must(t, os.WriteFile(exe, bin, 0o755))
+	d, exe := testenv.HelperCopy(t)
 	r := Runner{Exe: exe}
 	ctx := context.Background()
 	secret := filepath.Join(d, "secret.yaml")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/mlc-lab/mlc/internal/testenv"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -14,16 +15,7 @@ import (
 // helperExe copies this test binary where the user c can run it.
 func helperExe(t *testing.T) (Runner, string) {
 	t.Helper()
-	d, err := os.MkdirTemp("", "mlc-paths-w-")
-	must(t, err)
-	t.Cleanup(func() { os.RemoveAll(d) })
-	must(t, os.Chmod(d, 0o755))
-	self, err := os.Executable()
-	must(t, err)
-	bin, err := os.ReadFile(self)
-	must(t, err)
-	exe := filepath.Join(d, "helper")
-	must(t, os.WriteFile(exe, bin, 0o755))
+	d, exe := testenv.HelperCopy(t)
 	return Runner{Exe: exe}, d
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/mlc-lab/mlc/internal/testenv"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -39,16 +40,7 @@ func needRoot(t *testing.T) {
 // in it that the test user can run as the helper.
 func base(t *testing.T) (string, paths.Runner) {
 	t.Helper()
-	d, err := os.MkdirTemp("", "mlc-notify-")
-	must(t, err)
-	t.Cleanup(func() { os.RemoveAll(d) })
-	must(t, os.Chmod(d, 0o755))
-	self, err := os.Executable()
-	must(t, err)
-	bin, err := os.ReadFile(self)
-	must(t, err)
-	exe := filepath.Join(d, "helper")
-	must(t, os.WriteFile(exe, bin, 0o755))
+	d, exe := testenv.HelperCopy(t)
 	return d, paths.Runner{Exe: exe}
 }
 
