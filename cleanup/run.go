@@ -107,14 +107,6 @@ func (e *Env) Gather(ctx context.Context, only string) (Input, map[string]Target
 			all = append(all, c)
 		}
 	}
-	managed, err := m.Eng.List(ctx, "")
-	if err != nil {
-		return in, nil, err
-	}
-	byID := map[string]engine.Container{}
-	for _, c := range managed {
-		byID[c.ID] = c
-	}
 	targets := map[string]Target{}
 	timeouts := map[string]limits.Value[config.Duration]{}
 	var mu sync.Mutex
@@ -123,20 +115,16 @@ func (e *Env) Gather(ctx context.Context, only string) (Input, map[string]Target
 	in.Containers = make([]Container, len(all))
 	var firstErr error
 	for i, c := range all {
-		lc := c
-		if full, ok := byID[c.ID]; ok {
-			lc = full // with its mounts
-		}
-		ct := Container{ID: c.ID, DockerName: c.Name, Managed: lc.Managed(), State: c.State, Created: c.Created,
+		ct := Container{ID: c.ID, DockerName: c.Name, Managed: c.Managed(), State: c.State, Created: c.Created,
 			ImageID: c.ImageID}
 		if ct.Managed {
-			ct.Name, ct.User = lc.Labels[engine.LabelName], lc.Labels[engine.LabelUser]
-			ct.Protected = m.ProtectedWhy(lc)
-			ct.GPUs = len(splitList(lc.Labels[engine.LabelGPUs]))
+			ct.Name, ct.User = c.Labels[engine.LabelName], c.Labels[engine.LabelUser]
+			ct.Protected = m.ProtectedWhy(c)
+			ct.GPUs = len(splitList(c.Labels[engine.LabelGPUs]))
 			t := Target{Name: ct.Name, User: ct.User}
-			t.UID, _ = strconv.Atoi(lc.Labels[engine.LabelUID])
-			t.GID, _ = strconv.Atoi(lc.Labels[engine.LabelGID])
-			for _, mt := range lc.Mounts {
+			t.UID, _ = strconv.Atoi(c.Labels[engine.LabelUID])
+			t.GID, _ = strconv.Atoi(c.Labels[engine.LabelGID])
+			for _, mt := range c.Mounts {
 				if mt.Target == "/workspace" {
 					t.Workspace = mt.Source
 				}

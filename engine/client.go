@@ -72,8 +72,9 @@ type Engine interface {
 	// RemoveNetwork removes an mlc network no container is on; in use is
 	// errs.Conflict, missing errs.NotFound.
 	RemoveNetwork(ctx context.Context, name string) error
-	// ListAll returns every container of the engine, mlc's or not (ID, name,
-	// state, labels): what a GPU process's container id is confirmed against.
+	// ListAll returns every container of the engine, mlc's or not, as List
+	// does: what a GPU process's container id is confirmed against, and what
+	// cleanup plans over.
 	ListAll(ctx context.Context) ([]Container, error)
 	// Runtime is what the monitor needs of one container: its init process's
 	// host pid (0 when not running), start time and writable layer.
@@ -241,6 +242,17 @@ func (c *Client) List(ctx context.Context, user string) ([]Container, error) {
 	if user != "" {
 		f.Add("label", LabelUser+"="+user)
 	}
+	return c.list(ctx, f)
+}
+
+// ListAll implements Engine.
+func (c *Client) ListAll(ctx context.Context) ([]Container, error) {
+	return c.list(ctx, filters.NewArgs())
+}
+
+// list is every container the filters let through, with its bind mounts and
+// published ports.
+func (c *Client) list(ctx context.Context, f filters.Args) ([]Container, error) {
 	list, err := c.api.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {
 		return nil, c.classify(err, "listing containers")
@@ -261,24 +273,6 @@ func (c *Client) List(ctx context.Context, user string) ([]Container, error) {
 			if p.PublicPort != 0 {
 				ct.Ports = append(ct.Ports, Port{HostIP: p.IP, HostPort: fmt.Sprint(p.PublicPort), ContainerPort: fmt.Sprint(p.PrivatePort), Proto: p.Type})
 			}
-		}
-		out = append(out, ct)
-	}
-	return out, nil
-}
-
-// ListAll implements Engine.
-func (c *Client) ListAll(ctx context.Context) ([]Container, error) {
-	list, err := c.api.ContainerList(ctx, container.ListOptions{All: true})
-	if err != nil {
-		return nil, c.classify(err, "listing containers")
-	}
-	out := make([]Container, 0, len(list))
-	for _, s := range list {
-		ct := Container{ID: s.ID, Image: s.Image, ImageID: s.ImageID, State: s.State, Status: s.Status,
-			Created: time.Unix(s.Created, 0), Labels: s.Labels}
-		if len(s.Names) > 0 {
-			ct.Name = strings.TrimPrefix(s.Names[0], "/")
 		}
 		out = append(out, ct)
 	}

@@ -817,7 +817,7 @@ func (f *Fake) List(_ context.Context, user string) ([]engine.Container, error) 
 	return out, nil
 }
 
-// ListAll implements engine.Engine: every container, newest first.
+// ListAll implements engine.Engine: every container, newest first, as List shows it.
 func (f *Fake) ListAll(context.Context) ([]engine.Container, error) {
 	err := f.enter("ListAll")
 	defer f.mu.Unlock()
@@ -826,9 +826,7 @@ func (f *Fake) ListAll(context.Context) ([]engine.Container, error) {
 	}
 	out := []engine.Container{}
 	for i := len(f.order) - 1; i >= 0; i-- {
-		v := f.view(f.ctrs[f.order[i]])
-		v.Mounts, v.Ports = nil, nil
-		out = append(out, v)
+		out = append(out, f.view(f.ctrs[f.order[i]]))
 	}
 	return out, nil
 }
