@@ -175,27 +175,12 @@ func (l *Ledger) migrate() error {
 
 // classify turns SQLite failures into errors a person can act on.
 func (l *Ledger) classify(err error, what string) error {
-	if err == nil {
-		return nil
-	}
-	var e *errs.Error
-	if errors.As(err, &e) {
-		return err
-	}
 	var se sqlite3.Error
-	if errors.As(err, &se) {
-		switch se.Code {
-		case sqlite3.ErrBusy, sqlite3.ErrLocked:
-			return errs.New(errs.State, "GPU ledger %s is locked by another mlc for more than %v; try again", l.path, l.opt.BusyTimeout)
-		case sqlite3.ErrNotADB, sqlite3.ErrCorrupt:
-			return errs.New(errs.State, "GPU ledger %s is corrupt or not an SQLite database: restore it from a backup, or move it away and run `mlc gpu reconcile --adopt`", l.path)
-		case sqlite3.ErrPerm, sqlite3.ErrReadonly, sqlite3.ErrCantOpen, sqlite3.ErrAuth:
-			return errs.New(errs.State, "GPU ledger %s cannot be written (%v)", l.path, se.Code)
-		case sqlite3.ErrConstraint:
-			return errs.New(errs.Conflict, "GPU ledger refused a double allocation (%v); run mlc gpu reconcile", se)
-		}
+	if errors.As(err, &se) && se.Code == sqlite3.ErrConstraint {
+		return errs.New(errs.Conflict, "GPU ledger refused a double allocation (%v); run mlc gpu reconcile", se)
 	}
-	return errs.Wrap(errs.State, err, "GPU ledger %s: %s", l.path, what)
+	return sqlitex.Names{What: "GPU ledger", Path: l.path, BusyTimeout: l.opt.BusyTimeout,
+		IfCorrupt: "restore it from a backup, or move it away and run `mlc gpu reconcile --adopt`"}.Classify(err, what)
 }
 
 // tx runs fn in one BEGIN IMMEDIATE transaction, holding the writer lock

@@ -367,23 +367,6 @@ func (q connQuerier) QueryRow(query string, args ...any) *sql.Row {
 
 // classify turns SQLite failures into errors a person can act on.
 func (db *DB) classify(err error, what string) error {
-	if err == nil {
-		return nil
-	}
-	var e *errs.Error
-	if errors.As(err, &e) {
-		return err
-	}
-	var se sqlite3.Error
-	if errors.As(err, &se) {
-		switch se.Code {
-		case sqlite3.ErrBusy, sqlite3.ErrLocked:
-			return errs.New(errs.State, "usage history %s is locked by another mlc for more than %v; try again", db.path, BusyTimeout)
-		case sqlite3.ErrNotADB, sqlite3.ErrCorrupt:
-			return errs.New(errs.State, "usage history %s is corrupt or not an SQLite database: move it away (a new one is started)", db.path)
-		case sqlite3.ErrPerm, sqlite3.ErrReadonly, sqlite3.ErrCantOpen, sqlite3.ErrAuth:
-			return errs.New(errs.State, "usage history %s cannot be written (%v)", db.path, se.Code)
-		}
-	}
-	return errs.Wrap(errs.State, err, "usage history %s: %s", db.path, what)
+	return sqlitex.Names{What: "usage history", Path: db.path, BusyTimeout: BusyTimeout,
+		IfCorrupt: "move it away (a new one is started)"}.Classify(err, what)
 }
