@@ -1,7 +1,6 @@
 package cleanup
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -67,7 +66,7 @@ func Forecast(now time.Time, c Container, a Activity, haveHistory bool, r Rules,
 // Forecasts is Forecast for each running row of `mlc list`: the history's
 // activity (the container's start time included, so no engine call), the
 // owner's idle_timeout, protection and keep-alive file.
-func (e *Env) Forecasts(ctx context.Context, rows []containers.Row) (map[string]Idle, error) {
+func (e *Env) Forecasts(rows []containers.Row) (map[string]Idle, error) {
 	out := map[string]Idle{}
 	if e.History == nil {
 		return out, nil
@@ -108,7 +107,6 @@ func (e *Env) Forecasts(ctx context.Context, rows []containers.Row) (map[string]
 		out[row.ID] = Forecast(now, c, Activity{FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, LastBusy: a.LastBusy,
 			Samples: a.Samples, SinceBusy: a.SinceBusy}, ok, r, false)
 	}
-	_ = ctx
 	return out, nil
 }
 

@@ -223,7 +223,6 @@ func (e *Env) Gather(ctx context.Context, only string) (Input, map[string]Target
 // Result and Error. Every action goes to the audit log. It returns an error
 // of kind Partial when any action failed; the others are still done.
 func (e *Env) Execute(ctx context.Context, caller *identity.Caller, p *Plan, targets map[string]Target) error {
-	m := e.Mgr
 	failed := 0
 	for i := range p.Actions {
 		if ctx.Err() != nil {
@@ -246,7 +245,6 @@ func (e *Env) Execute(ctx context.Context, caller *identity.Caller, p *Plan, tar
 	if failed > 0 {
 		return errs.New(errs.Partial, "%d of %d cleanup actions failed (see above; the others were done)", failed, len(p.Actions))
 	}
-	_ = m
 	return nil
 }
 

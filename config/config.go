@@ -328,13 +328,17 @@ func (l ErrorList) Error() string {
 func (l ErrorList) ErrKind() errs.Kind { return errs.Config }
 
 // MatchProtected is whether any of names matches the policy's protected patterns.
-func MatchProtected(c *Config, names ...string) bool {
+func MatchProtected(c *Config, names ...string) bool { return ProtectedPattern(c, names...) != "" }
+
+// ProtectedPattern is the first of the policy's protected patterns that one
+// of names matches, "" for none.
+func ProtectedPattern(c *Config, names ...string) string {
 	for _, pat := range c.Protected {
 		for _, n := range names {
 			if ok, _ := filepath.Match(pat, n); ok && n != "" {
-				return true
+				return pat
 			}
 		}
 	}
-	return false
+	return ""
 }

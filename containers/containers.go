@@ -379,7 +379,7 @@ func (m *Manager) Protect(ctx context.Context, a Actor, name string, on bool) (e
 		}
 		err = errs.Wrap(errs.State, err, "protection mark")
 	} else {
-		if c.Labels[engine.LabelProtected] == "true" || m.matchesPattern(c) {
+		if why := m.ProtectedWhy(c); why != "" && why != "mlc protect" {
 			err = errs.New(errs.Conflict, "%s is protected by its label or by the policy's protected patterns; only the policy can change that", name)
 		} else if rerr := os.Remove(m.protectMark(c.ID)); rerr != nil && !os.IsNotExist(rerr) {
 			err = errs.Wrap(errs.State, rerr, "protection mark")
@@ -401,19 +401,11 @@ func (m *Manager) ProtectedWhy(c engine.Container) string {
 	if c.Labels[engine.LabelProtected] == "true" {
 		return "label " + engine.LabelProtected
 	}
-	for _, pat := range m.Cfg.Protected {
-		for _, n := range []string{c.Labels[engine.LabelName], c.Name} {
-			if ok, _ := filepath.Match(pat, n); ok && n != "" {
-				return "pattern " + pat
-			}
-		}
+	if pat := config.ProtectedPattern(m.Cfg, c.Labels[engine.LabelName], c.Name); pat != "" {
+		return "pattern " + pat
 	}
 	if _, err := os.Stat(m.protectMark(c.ID)); err == nil {
 		return "mlc protect"
 	}
 	return ""
-}
-
-func (m *Manager) matchesPattern(c engine.Container) bool {
-	return config.MatchProtected(m.Cfg, c.Labels[engine.LabelName], c.Name)
 }

@@ -362,7 +362,7 @@ func (s *session) forecast(m *containers.Manager, rows []containers.Row) {
 		return
 	}
 	defer db.Close()
-	f, err := (&cleanup.Env{Mgr: m, History: db}).Forecasts(s.ctx, rows)
+	f, err := (&cleanup.Env{Mgr: m, History: db}).Forecasts(rows)
 	if err != nil {
 		return
 	}
