@@ -133,6 +133,7 @@ func (e *Env) Gather(ctx context.Context, only string) (Input, map[string]Target
 			if _, ok := timeouts[ct.User]; !ok {
 				res, err := limits.Resolve(m.Cfg, m.Dir, ct.User)
 				if err != nil {
+					wg.Wait() // the inspects started write into in
 					return in, nil, err
 				}
 				timeouts[ct.User] = res.IdleTimeout
@@ -146,6 +147,8 @@ func (e *Env) Gather(ctx context.Context, only string) (Input, map[string]Target
 					ct.KeepAlive = keepAliveTime(ka, in.Now)
 				}
 			}
+			// The slot is filled before the inspect that completes it starts.
+			in.Containers[i] = ct
 			wg.Add(1)
 			sem <- struct{}{}
 			go func(i int) {
@@ -161,6 +164,7 @@ func (e *Env) Gather(ctx context.Context, only string) (Input, map[string]Target
 				}
 				in.Containers[i].StartedAt, in.Containers[i].FinishedAt = rt.StartedAt, rt.FinishedAt
 			}(i)
+			continue
 		}
 		in.Containers[i] = ct
 	}
@@ -262,6 +266,13 @@ func (e *Env) act(ctx context.Context, caller *identity.Caller, a *Action, t Tar
 		target = &identity.Caller{User: a.User, UID: t.UID, GID: t.GID}
 	}
 	actor := containers.Actor{Caller: caller, Target: target}
+	// The plan names a container by id: one removed and made again under
+	// the same name since (a stop takes stop_timeout each) is not it.
+	if c, err := m.Find(ctx, actor, a.Name); err != nil {
+		return err
+	} else if c.ID != a.ContainerID {
+		return errs.New(errs.Conflict, "%s is not the container planned for (made again since the plan); left alone", a.Name)
+	}
 	switch a.Action {
 	case KindStop:
 		return m.Stop(ctx, actor, a.Name, a.StopTimeout)
@@ -274,6 +285,12 @@ func (e *Env) act(ctx context.Context, caller *identity.Caller, a *Action, t Tar
 		var derr error
 		if len(res.Errors) > 0 {
 			detail["errors"] = res.Errors
+		}
+		if ctx.Err() != nil || (res.Terminals == 0 && !res.File && !res.Command) {
+			// Not given: the stop must wait for a warning that was.
+			derr = errs.New(errs.State, "the warning reached %s by no way (no terminal, workspace file or notify.command)", a.User)
+			m.Record(actor, "cleanup-warn", a.Name, derr, detail)
+			return derr
 		}
 		if e.History != nil {
 			derr = e.History.AddWarning(a.ContainerID, history.Warning{Level: a.Level, IdleSince: a.IdleSince, At: e.now()}, WarningKeep)

@@ -53,6 +53,8 @@ cleanup:
   remove_stopped_after: 20s
   prune_images: true
 protected: ["*-keep"]
+notify:
+  command: cat >> %[1]s/notify.log
 `, dir, catRef)), 0o644))
 	if out, err := exec.Command("go", "build", "-o", bin, "-ldflags", "-extldflags=-Wl,-z,lazy", ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
@@ -314,6 +316,16 @@ protected: ["*-keep"]
 		t.Errorf("the dangling image is still there")
 	}
 	same("a second run right after", actions(plan()), nil)
+	// Each warning reached its owner (here through notify.command: the
+	// test's containers are root's, with no workspace): a warning that
+	// reaches nobody is not counted as given.
+	notified, err := os.ReadFile(filepath.Join(dir, "notify.log"))
+	must(t, err)
+	for _, c := range ctrs {
+		if managedUnprotected(c) && c.kind == idle && !strings.Contains(string(notified), "Your container "+c.name+" has been idle") {
+			t.Errorf("no warning for %s reached notify.command", c.name)
+		}
+	}
 
 	// Run 2, past 90 %: the second warning, still no stop.
 	sleepUntil(34 * time.Second)
