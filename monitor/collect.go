@@ -201,6 +201,11 @@ func (co *Collector) Collect(ctx context.Context, o Options) (Sample, error) {
 		}
 		select {
 		case <-ctx.Done():
+			// The GPU read and the layer walks (on ctx too) end first.
+			<-gpuDone
+			if diskDone != nil {
+				<-diskDone
+			}
 			return Sample{}, ctx.Err()
 		case <-time.After(window):
 		}

@@ -202,6 +202,18 @@ func ownerOf(p string) (uint32, bool) {
 	return st.Uid, true
 }
 
+// inContainer is whether a line of a /proc/PID/cgroup file names id (as
+// hasID) in a directory root's like its mount (as trustedIDs): a reused pid
+// in a student's delegated cgroup named after the container does not pass.
+func (h Host) inContainer(procCgroup []byte, id string, mounts []mount) bool {
+	for _, l := range parseProcCgroup(procCgroup) {
+		if hasID([]byte("0::"+l.Path), id) && h.ownedLikeMount(l, mounts, nil) {
+			return true
+		}
+	}
+	return false
+}
+
 // hasID reports whether id (64 lowercase hex) is a hex run of its own, in any
 // form (docker/<id>, docker-<id>.scope, <parent>/<id>), in a cgroup path.
 func hasID(procCgroup []byte, id string) bool {
@@ -382,12 +394,12 @@ func (h Host) Read(pid int, wantID string) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	if wantID != "" && (!validID(wantID) || !hasID(pc, wantID)) {
-		return Stats{}, fmt.Errorf("pid %d: not in container %.12s", pid, wantID)
-	}
 	mounts, err := h.mountList()
 	if err != nil {
 		return Stats{}, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	if wantID != "" && (!validID(wantID) || !h.inContainer(pc, wantID, mounts)) {
+		return Stats{}, fmt.Errorf("pid %d: not in container %.12s", pid, wantID)
 	}
 	r := resolver{h: h, pid: pid, mounts: mounts, lines: parseProcCgroup(pc)}
 	var s Stats

@@ -87,6 +87,11 @@ func TestContainerProcs(t *testing.T) {
 	if ids, err := h.PidContainerIDs(5); err != nil || len(ids) != 0 {
 		t.Errorf("the student's process passes for container A's: %v %v", ids, err)
 	}
+	if os.Getuid() == 0 {
+		if _, err := h.Read(5, idA); err == nil || !strings.Contains(err.Error(), "not in container") {
+			t.Errorf("Read takes the student's process for container A's: %v", err)
+		}
+	}
 	if ids, err := h.PidContainerIDs(900); err != nil || len(ids) != 1 || ids[0] != idA {
 		t.Errorf("A's init: %v %v", ids, err)
 	}

@@ -279,6 +279,12 @@ func (db *DB) Close() error { return db.db.Close() }
 func (db *DB) Path() string { return db.path }
 
 func (db *DB) migrate() error {
+	// The usual case needs no write lock: every mlc list and report opens
+	// the history, and must not stall the sampler.
+	var v int
+	if err := db.db.QueryRow(`PRAGMA user_version`).Scan(&v); err == nil && v == len(migrations) {
+		return nil
+	}
 	return db.tx(func(tx *sql.Tx) error { return sqlitex.Migrate(tx, migrations, "usage history") })
 }
 

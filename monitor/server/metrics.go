@@ -184,6 +184,7 @@ func perGPU(c monitor.ContainerStats, s monitor.Sample, fn func(gpu string, mem 
 		mem   float64
 		util  float64
 		known bool
+		procs int
 	}
 	figs := map[int]*fig{}
 	var order []int
@@ -203,6 +204,7 @@ func perGPU(c monitor.ContainerStats, s monitor.Sample, fn func(gpu string, mem 
 	}
 	for _, p := range c.GPUProcesses {
 		f := add(p.GPU)
+		f.procs++
 		f.mem += float64(p.MemoryBytes)
 		if p.UtilPercent != nil {
 			f.util += *p.UtilPercent
@@ -218,9 +220,10 @@ func perGPU(c monitor.ContainerStats, s monitor.Sample, fn func(gpu string, mem 
 				mig = true
 			}
 		}
-		if s.GPUNote == "" && !mig {
-			// A GPU the container holds with none of its processes
-			// sampled is idle for it.
+		if s.GPUNote == "" && !mig && (f.known || f.procs == 0) {
+			// A GPU the container holds with none of its processes on it is
+			// idle for it; processes without samples are unknown, as in
+			// mlc stats, not idle.
 			u := f.util
 			util = &u
 		}
