@@ -42,10 +42,11 @@ type Limits struct {
 	PidsLimit     *int64    `json:"pids_limit,omitempty"`
 	IdleTimeout   *Duration `json:"idle_timeout,omitempty"`
 	MaxContainers *int      `json:"max_containers,omitempty"`
+	MayCopy       *bool     `json:"may_copy,omitempty"`
 }
 
 // LimitKeys are the limit names, in the order they are shown.
-var LimitKeys = []string{"gpus", "cpus", "memory", "memory_swap", "shm_size", "pids_limit", "idle_timeout", "max_containers"}
+var LimitKeys = []string{"gpus", "cpus", "memory", "memory_swap", "shm_size", "pids_limit", "idle_timeout", "max_containers", "may_copy"}
 
 // Group is a named set of users sharing limits.
 type Group struct {
@@ -78,6 +79,17 @@ type Policies struct {
 	NetworkPrefix        int      // prefix length of each per-user subnet taken from NetworkPool
 	Capabilities         []string // capabilities containers may be given
 	Devices              []string // host devices containers are given
+	MayCopy              *bool    // the default of the may_copy limit (mlc copy to and from this server)
+	SharedWorkspaces     bool     // workspace_root is the same storage on every server: copies do not sync it
+}
+
+// Server is one of the lab's servers, reached over OpenSSH as the user.
+type Server struct {
+	Name string // what users type: --server NAME, --to NAME
+	SSH  string // ssh destination (host name or address; never user@host: users log in as themselves)
+	Port int    // 0: ssh's default (or the user's ~/.ssh/config)
+	MLC  string // mlc's path there; "": the same path as here
+	Line int
 }
 
 // Image is a catalogue entry.
@@ -151,6 +163,7 @@ type Config struct {
 	Monitor       Monitor
 	Protected     []string
 	Admins        []string
+	Servers       []Server
 	StateDir      string
 	AuditLog      string
 }

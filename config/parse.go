@@ -139,12 +139,14 @@ func Parse(name string, data []byte) (*Config, error) {
 					p.errf(v.Content[i], "admins: %s is not a user name or @unixgroup", excerpt(a))
 				}
 			}
+		case "servers":
+			p.servers(v, c)
 		case "state_dir":
 			c.StateDir = p.absPath(v, "state_dir")
 		case "audit_log":
 			c.AuditLog = p.absPath(v, "audit_log")
 		default:
-			p.errf(k, "unknown key %s (known: defaults, groups, user_overrides, policies, images, gpu, cleanup, notify, monitor, protected, admins, state_dir, audit_log)", excerpt(k.Value))
+			p.errf(k, "unknown key %s (known: defaults, groups, user_overrides, policies, images, gpu, cleanup, notify, monitor, protected, admins, servers, state_dir, audit_log)", excerpt(k.Value))
 		}
 	})
 	p.crossCheck(c)
@@ -403,6 +405,11 @@ func (p *parser) limits(n *yaml.Node, what string, l *Limits, extra func(k, v *y
 				i := int(x)
 				l.MaxContainers = &i
 			}
+		case "may_copy":
+			if p.scalar(v, w) {
+				b := p.boolean(v, w)
+				l.MayCopy = &b
+			}
 		default:
 			if extra != nil && extra(k, v) {
 				return
@@ -536,6 +543,13 @@ func (p *parser) policies(n *yaml.Node, pol *Policies) {
 					p.errf(v.Content[i], "%s: %s would let a user escape the container; mlc does not grant it", w, cp)
 				}
 			}
+		case "may_copy":
+			if p.scalar(v, w) {
+				b := p.boolean(v, w)
+				pol.MayCopy = &b
+			}
+		case "shared_workspaces":
+			pol.SharedWorkspaces = p.boolean(v, w)
 		case "devices":
 			pol.Devices = p.strList(v, w)
 			for i, d := range pol.Devices {
@@ -544,9 +558,76 @@ func (p *parser) policies(n *yaml.Node, pol *Policies) {
 				}
 			}
 		default:
-			p.errf(k, "policies: unknown key %s (known: max_containers_per_user, allow_root, allow_swap, bind_address, workspace_root, workspace_link, mount_roots, port_range, max_ports, network_pool, network_prefix, capabilities, devices)", excerpt(k.Value))
+			p.errf(k, "policies: unknown key %s (known: max_containers_per_user, allow_root, allow_swap, bind_address, workspace_root, workspace_link, mount_roots, port_range, max_ports, network_pool, network_prefix, capabilities, devices, may_copy, shared_workspaces)", excerpt(k.Value))
 		}
 	})
+}
+
+// sshDestRE is a host name or address ssh may be given: no user part (users
+// log in as themselves), no leading dash (it would be an ssh option).
+var sshDestRE = regexp.MustCompile(`^[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]{0,252}$`)
+
+// servers parses the list of the lab's servers.
+func (p *parser) servers(n *yaml.Node, c *Config) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.errf(n, "servers: expected a list of servers (- name: ..., ssh: ...)")
+		return
+	}
+	seen := map[string]int{}
+	for i, item := range n.Content {
+		s := Server{Line: item.Line}
+		w := fmt.Sprintf("servers[%d]", i)
+		p.mapping(item, w, func(k, v *yaml.Node) {
+			switch k.Value {
+			case "name":
+				if x, ok := p.str(v, w+".name"); ok {
+					if !NamePattern.MatchString(x) || x == "any" {
+						p.errf(v, "%s.name: %s is not a server name (letters, digits, _ . -; not \"any\")", w, excerpt(x))
+					}
+					s.Name = x
+				}
+			case "ssh":
+				if x, ok := p.str(v, w+".ssh"); ok {
+					if strings.Contains(x, "@") {
+						p.errf(v, "%s.ssh: %s names a user; give only the host: each user logs in as themselves", w, excerpt(x))
+					} else if !sshDestRE.MatchString(x) {
+						p.errf(v, "%s.ssh: %s is not a host name or address", w, excerpt(x))
+					}
+					s.SSH = x
+				}
+			case "port":
+				if x, ok := p.integer(v, w+".port", 1); ok {
+					if x > 65535 {
+						p.errf(v, "%s.port: %d is not a TCP port", w, x)
+					}
+					s.Port = int(x)
+				}
+			case "mlc":
+				s.MLC = p.absPath(v, w+".mlc")
+			default:
+				p.errf(k, "%s: unknown key %s (known: name, ssh, port, mlc)", w, excerpt(k.Value))
+			}
+		})
+		if item.Kind != yaml.MappingNode {
+			continue
+		}
+		if s.Name == "" {
+			p.errf(item, "%s: has no name", w)
+			continue
+		}
+		if s.SSH == "" {
+			s.SSH = s.Name
+		}
+		if prev, dup := seen[s.Name]; dup {
+			p.errf(item, "%s: server %s is listed twice (first at line %d)", w, s.Name, prev)
+			continue
+		}
+		seen[s.Name] = item.Line
+		c.Servers = append(c.Servers, s)
+	}
 }
 
 var (

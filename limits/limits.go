@@ -39,6 +39,7 @@ type Resolved struct {
 	PidsLimit     Value[int64]           `json:"pids_limit"`
 	IdleTimeout   Value[config.Duration] `json:"idle_timeout"`
 	MaxContainers Value[int]             `json:"max_containers"`
+	MayCopy       Value[bool]            `json:"may_copy"`
 	Policy        string                 `json:"policy_file"`
 }
 
@@ -53,6 +54,7 @@ var builtIn = config.Limits{
 	PidsLimit:     ptr(int64(4096)),
 	IdleTimeout:   ptr(config.Never),
 	MaxContainers: ptr(2),
+	MayCopy:       ptr(true),
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -70,6 +72,9 @@ func Resolve(cfg *config.Config, dir Directory, user string) (*Resolved, error) 
 	apply(r, builtIn, BuiltIn)
 	if cfg.Policies.MaxContainersPerUser != nil {
 		r.MaxContainers = Value[int]{*cfg.Policies.MaxContainersPerUser, "policies.max_containers_per_user"}
+	}
+	if cfg.Policies.MayCopy != nil {
+		r.MayCopy = Value[bool]{*cfg.Policies.MayCopy, "policies.may_copy"}
 	}
 	apply(r, cfg.Defaults, "default")
 
@@ -155,6 +160,9 @@ func apply(r *Resolved, l config.Limits, src string) {
 	if l.MaxContainers != nil {
 		r.MaxContainers = Value[int]{*l.MaxContainers, src}
 	}
+	if l.MayCopy != nil {
+		r.MayCopy = Value[bool]{*l.MayCopy, src}
+	}
 }
 
 // Row is one limit as text, for tables.
@@ -171,6 +179,7 @@ func (r *Resolved) Rows() []Row {
 		{"pids_limit", fmt.Sprint(r.PidsLimit.Value), r.PidsLimit.Source},
 		{"idle_timeout", r.IdleTimeout.Value.String(), r.IdleTimeout.Source},
 		{"max_containers", fmt.Sprint(r.MaxContainers.Value), r.MaxContainers.Source},
+		{"may_copy", fmt.Sprint(r.MayCopy.Value), r.MayCopy.Source},
 	}
 }
 
