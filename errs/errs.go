@@ -48,10 +48,10 @@ var Table = []struct {
 	{Quota, 7, "quota", "the request exceeds a limit of the policy"},
 	{Engine, 8, "engine", "the Docker engine is not running or not reachable"},
 	{Image, 9, "image", "the image is not present and cannot be pulled"},
-	{Unavailable, 10, "unavailable", "no free GPU, waiting for one timed out, or no network address left"},
+	{Unavailable, 10, "unavailable", "no free GPU, waiting for one timed out, no network address left, or another server did not answer"},
 	{State, 11, "state", "the state directory or the GPU ledger cannot be used"},
 	{Canceled, 12, "canceled", "the user declined a confirmation"},
-	{Partial, 13, "partial", "mlc cleanup: some actions failed; the others were done"},
+	{Partial, 13, "partial", "some actions failed and the others were done (mlc cleanup), or some servers did not answer (mlc servers, list --servers)"},
 	{OpenFailed, 125, "open-failed", "mlc open NAME -- CMD: mlc itself failed (CMD's own codes pass through, so mlc's are not used there)"},
 	{Interrupted, 130, "interrupted", "interrupted (Ctrl-C, SIGTERM, SIGHUP); a change under way was undone"},
 }
@@ -64,6 +64,17 @@ func (k Kind) ExitCode() int {
 		}
 	}
 	return 1
+}
+
+// FromExitCode is the kind whose exit code is code (Internal for a code
+// not in the table): how a remote mlc's failure keeps its kind.
+func FromExitCode(code int) Kind {
+	for _, r := range Table {
+		if r.Code == code {
+			return r.Kind
+		}
+	}
+	return Internal
 }
 
 func (k Kind) String() string {

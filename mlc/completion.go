@@ -226,10 +226,20 @@ func (s *session) candidates(c *cli.Context, words []string) []string {
 	switch {
 	case w.dashdash:
 	case w.pending != nil:
-		if w.pending.Names()[0] == "image" {
+		switch w.pending.Names()[0] {
+		case "image":
 			if cfg := s.completionPolicy(c, w); cfg != nil {
 				for _, im := range cfg.Images {
 					out = append(out, im.Alias)
+				}
+			}
+		case "server", "to":
+			if cfg := s.completionPolicy(c, w); cfg != nil {
+				for _, sv := range cfg.Servers {
+					out = append(out, sv.Name)
+				}
+				if w.pending.Names()[0] == "server" && len(w.path) > 0 && w.path[0] == "create" {
+					out = append(out, "any")
 				}
 			}
 		}

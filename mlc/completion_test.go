@@ -123,14 +123,14 @@ func TestCompletionCommandsAndFlags(t *testing.T) {
 		words []string
 		want  string
 	}{
-		{[]string{"mlc", ""}, "cleanup completion create gpu keepalive kill limits list logs monitor open protect remove report start stats stop top unprotect version"},
+		{[]string{"mlc", ""}, "cleanup completion copy create gpu keepalive kill limits list logs monitor open protect remove report servers start stats stop top unprotect version"},
 		{[]string{"mlc", "l"}, "limits list logs"},
 		{[]string{"/usr/local/bin/mlc", "gpu", ""}, "reconcile release status"},
 		{[]string{"mlc-gpu", "re"}, "reconcile release"},
 		{[]string{"mlc", "limits", "c"}, "check"},
 		{[]string{"mlc", "--config", "x.yaml", "li"}, "limits list"},
-		{[]string{"mlc", "-"}, "--config --help --version"},
-		{[]string{"mlc", "list", "--"}, "--all --help --json --quiet --user"},
+		{[]string{"mlc", "-"}, "--config --help --server --version"},
+		{[]string{"mlc", "list", "--"}, "--all --help --json --quiet --servers --user"},
 		{[]string{"mlc", "create", "x", "--gpus", "1", "--d"}, "--data --dry-run"},
 		{[]string{"mlc-stop", "--t"}, "--time"},
 		{[]string{"mlc", "completion", ""}, "bash fish zsh"},

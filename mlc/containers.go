@@ -64,9 +64,11 @@ Examples:
 			Description: `Examples:
    mlc list
    mlc list --json
-   mlc list --all          (admins)`,
+   mlc list --all          (admins)
+   mlc list --servers      yours on every server of the lab`,
 			Flags: []cli.Flag{
 				&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "every user's containers (admins)"},
+				&cli.BoolFlag{Name: "servers", Usage: "yours on every server of the policy's servers list (runs without sudo, over ssh as you)"},
 				&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 				&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "names only"},
 				userFlag,
@@ -74,6 +76,9 @@ Examples:
 			Action: func(c *cli.Context) error {
 				if err := argsBetween(c, 0, 0, "mlc list [--all] [--json] [-q]"); err != nil {
 					return err
+				}
+				if c.Bool("servers") {
+					return listServers(s, c)
 				}
 				m, a, err := s.managerActor(c)
 				if err != nil {

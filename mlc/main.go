@@ -41,7 +41,11 @@ func main() {
 			os.Unsetenv(k)
 		}
 	}
-	if os.Geteuid() != 0 && needsRoot(newApp(context.Background(), nil, io.Discard, io.Discard), dispatch(os.Args)) {
+	if code, ok := routeServer(os.Args); ok {
+		os.Exit(code)
+	}
+	if app := newApp(context.Background(), nil, io.Discard, io.Discard); os.Geteuid() != 0 &&
+		needsRoot(app, dispatch(os.Args)) && !userSide(app, dispatch(os.Args)) {
 		err := identity.Elevate(os.Args[0], os.Args[1:])
 		fmt.Fprintln(os.Stderr, "mlc: "+oneLine(err.Error()))
 		os.Exit(errs.KindOf(err).ExitCode())
@@ -196,7 +200,7 @@ func normalize(app *cli.App, args []string) ([]string, error) {
 			break
 		}
 		if strings.HasPrefix(a, "-") && a != "-" {
-			if n := flagWidth(app.Flags, rest[i:]); n > 0 && isConfigFlag(a) {
+			if n := flagWidth(app.Flags, rest[i:]); n > 0 && isGlobalFlag(a) {
 				global = append(global, rest[i:i+n]...)
 				i += n - 1
 				continue
@@ -239,6 +243,12 @@ func isNumber(s string) bool {
 
 func isConfigFlag(a string) bool {
 	return a == "--config" || a == "-config" || strings.HasPrefix(a, "--config=")
+}
+
+// isGlobalFlag is whether a is a flag of mlc itself (--config, --server),
+// accepted anywhere on the command line.
+func isGlobalFlag(a string) bool {
+	return isConfigFlag(a) || a == "--server" || a == "-server" || strings.HasPrefix(a, "--server=")
 }
 
 // flagWidth is how many args the flag at args[0] takes (1 or 2), 0 if it is
@@ -302,6 +312,7 @@ Examples:
    mlc --config policy.yaml limits show alice`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "policy `FILE` (default: $MLC_CONFIG, then /etc/mlc/resource-limits.yaml, then the embedded default)"},
+			serverFlag,
 		},
 		Reader:          stdin,
 		Writer:          stdout,
@@ -312,7 +323,7 @@ Examples:
 			return errs.Wrap(errs.Usage, err, "")
 		},
 		DisableSliceFlagSeparator: true,
-		Commands: append(containerCommands(s),
+		Commands: append(append(containerCommands(s), serverCommands(s)...),
 			statsCommand(s),
 			topCommand(s),
 			monitorCommand(s),

@@ -124,6 +124,28 @@ func RemoveEmptyWorkspace(root, user, name string) error {
 	return r.Remove(name) // rmdir: refuses a directory that is not empty
 }
 
+// RemoveWorkspace removes <root>/<user>/<name> and everything in it (a copy
+// that made it was undone), fd-relative below the root-owned <root>/<user>:
+// nothing outside it is touched, whatever links the user put inside.
+func RemoveWorkspace(root, user, name string) error {
+	if !NamePattern.MatchString(user) || !NamePattern.MatchString(name) || strings.Contains(name, "..") {
+		return errs.New(errs.Usage, "invalid workspace name %q", name)
+	}
+	real, err := checkRoot(root)
+	if err != nil {
+		return err
+	}
+	r, err := os.OpenRoot(filepath.Join(real, user))
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := rootOwned(r, "."); err != nil {
+		return errs.New(errs.State, "workspace_root %s/%s %v", root, user, err)
+	}
+	return r.RemoveAll(name)
+}
+
 // checkRoot makes root if missing (0711) and checks that every level of it
 // is a directory owned by root and not writable by group or others, so no
 // user can replace any part of a workspace path. It returns root without links.
