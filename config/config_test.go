@@ -117,6 +117,16 @@ func TestErrors(t *testing.T) {
 		{"only comments", "# nothing\n", "p.yaml:"},
 		{"policy conflict", "defaults:\n  max_containers: 2\npolicies:\n  max_containers_per_user: 3\n", "disagree"},
 		{"bool type", "policies:\n  allow_root: yes please\n", "p.yaml:2: policies.allow_root: expected true or false"},
+		{"servers not a list", "servers:\n  a: b\n", "p.yaml:2: servers: expected a list of servers"},
+		{"server without name", "servers:\n  - ssh: h\n", "p.yaml:2: servers[0]: has no name"},
+		{"server named any", "servers:\n  - name: any\n", "p.yaml:2: servers[0].name: \"any\" is not a server name"},
+		{"server twice", "servers:\n  - name: a\n  - name: a\n", "p.yaml:3: servers[1]: server a is listed twice (first at line 2)"},
+		{"server with user", "servers:\n  - name: a\n    ssh: root@a\n", "p.yaml:3: servers[0].ssh: \"root@a\" names a user"},
+		{"server option injection", "servers:\n  - name: a\n    ssh: -oProxyCommand=x\n", "p.yaml:3: servers[0].ssh: \"-oProxyCommand=x\" is not a host name"},
+		{"server port", "servers:\n  - name: a\n    port: 70000\n", "p.yaml:3: servers[0].port: 70000 is not a TCP port"},
+		{"server relative mlc", "servers:\n  - name: a\n    mlc: bin/mlc\n", "p.yaml:3: servers[0].mlc: \"bin/mlc\" must be an absolute path"},
+		{"server unknown key", "servers:\n  - name: a\n    user: x\n", "p.yaml:3: servers[0]: unknown key \"user\""},
+		{"may_copy type", "groups:\n  ms:\n    members: [x]\n    may_copy: sometimes\n", "p.yaml:4: groups.ms.may_copy: expected true or false"},
 		{"cleanup percent", "cleanup:\n  idle_cpu_percent: 150\n", "p.yaml:2: cleanup.idle_cpu_percent: must be between 0 and 100"},
 		{"idle net", "cleanup:\n  idle_net_bytes: lots\n", "p.yaml:2: cleanup.idle_net_bytes: "},
 		{"monitor key", "monitor:\n  retain: 3d\n", "p.yaml:2: monitor: unknown key \"retain\" (known: retention, interval, listen, stats_window, token_file)"},
@@ -146,6 +156,36 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("error is %T, not ErrorList", err)
 			}
 		})
+	}
+}
+
+func TestServersAndMayCopy(t *testing.T) {
+	c, err := Parse("p.yaml", []byte(`servers:
+  - name: gpu1
+    ssh: gpu1.lab.example.org
+  - name: gpu2
+    port: 2222
+    mlc: /opt/mlc/mlc
+policies:
+  may_copy: false
+  shared_workspaces: true
+groups:
+  staff:
+    members: [alice]
+    may_copy: true
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Server{{Name: "gpu1", SSH: "gpu1.lab.example.org", Line: 2}, {Name: "gpu2", SSH: "gpu2", Port: 2222, MLC: "/opt/mlc/mlc", Line: 4}}
+	if len(c.Servers) != 2 || c.Servers[0] != want[0] || c.Servers[1] != want[1] {
+		t.Fatalf("servers %+v", c.Servers)
+	}
+	if c.Policies.MayCopy == nil || *c.Policies.MayCopy || !c.Policies.SharedWorkspaces {
+		t.Fatalf("policies %+v", c.Policies)
+	}
+	if c.Groups[0].Limits.MayCopy == nil || !*c.Groups[0].Limits.MayCopy {
+		t.Fatalf("group may_copy %+v", c.Groups[0].Limits)
 	}
 }
 

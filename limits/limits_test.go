@@ -119,3 +119,32 @@ func TestDockerArgs(t *testing.T) {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 }
+
+// may_copy is a limit like the others: built in true, the policy's default,
+// then a group's, then an override's, each with its source.
+func TestMayCopy(t *testing.T) {
+	c := load(t, policy)
+	r, _ := Resolve(c, dir, "erin")
+	if !r.MayCopy.Value || r.MayCopy.Source != BuiltIn {
+		t.Fatalf("built in: %+v", r.MayCopy)
+	}
+	c = load(t, policy+"  may_copy: false\n")
+	r, _ = Resolve(c, dir, "erin")
+	if r.MayCopy.Value || r.MayCopy.Source != "policies.may_copy" {
+		t.Fatalf("policy default: %+v", r.MayCopy)
+	}
+	c = load(t, strings.Replace(policy, "    cpus: 8\n", "    cpus: 8\n    may_copy: false\n", 1))
+	for user, want := range map[string]string{"dave": "false group students", "erin": "true " + BuiltIn} {
+		r, _ := Resolve(c, dir, user)
+		if got := strings.TrimSpace(fmtBool(r.MayCopy.Value) + " " + r.MayCopy.Source); got != want {
+			t.Errorf("%s: %q, want %q", user, got, want)
+		}
+	}
+}
+
+func fmtBool(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}
