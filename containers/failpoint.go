@@ -13,7 +13,12 @@ import (
 // MLC_FAILPOINT_WAIT=NAME prints "mlc: failpoint NAME" on stderr and waits
 // there until ctx ends (an interrupt) or 60 seconds pass. Both are ignored
 // when mlc runs through sudo for a user (sudo's env_reset drops MLC_* anyway).
-func failpoint(ctx context.Context, name string) {
+func failpoint(ctx context.Context, name string) { Failpoint(ctx, name) }
+
+// Failpoint is failpoint for other packages (mlc copy's steps, run as the
+// user: nothing there that the user could not do by killing their own
+// process).
+func Failpoint(ctx context.Context, name string) {
 	if u := os.Getenv("SUDO_UID"); u != "" && u != "0" {
 		return
 	}

@@ -115,6 +115,10 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 	if err := json.Unmarshal(pre, &reply); err != nil {
 		return nil, errs.New(errs.Unavailable, "%s answered something that is not mlc's (is its mlc too old?)", req.To.Name)
 	}
+	containers.Failpoint(ctx, "copy-preflighted")
+	if ctx.Err() != nil {
+		return nil, errs.New(errs.Interrupted, "interrupted; nothing was copied")
+	}
 
 	// The receiver on the target, then the sender here, joined by a pipe
 	// through this process (which counts the bytes).
@@ -165,7 +169,8 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 		return fail(errs.Wrap(errs.Internal, err, "starting the copy"))
 	}
 	var sendErr strings.Builder
-	send.Stderr = &limited{w: &sendErr, n: 8192}
+	// Its phases (committing, sending) are for the user; its error is ours to say.
+	send.Stderr = io.MultiWriter(&limited{w: &sendErr, n: 8192}, &phaseLines{w: req.Progress})
 	if err := send.Start(); err != nil {
 		return fail(errs.Wrap(errs.Internal, err, "starting mlc copy-send"))
 	}
@@ -186,6 +191,10 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 	}
 	res := &CopyResult{Name: newName, Server: req.To.Name, Workspace: ev.Workspace, GPUs: ev.GPUs, Publish: ev.Publish,
 		Bytes: n, Notes: ev.Notes}
+	containers.Failpoint(ctx, "copy-created")
+	if ctx.Err() != nil {
+		return fail(ctx.Err())
+	}
 	if !reply.Shared && settings.WsPath != "" {
 		say("syncing the workspace %s to %s:%s", settings.Workspace, req.To.Name, ev.Workspace)
 		if err := r.rsync(ctx, req, settings.WsPath, ev.Workspace); err != nil {
@@ -193,6 +202,10 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 			return fail(err)
 		}
 		res.Synced = true
+	}
+	containers.Failpoint(ctx, "copy-synced")
+	if ctx.Err() != nil {
+		return fail(ctx.Err())
 	}
 	if _, err := fmt.Fprintln(recvIn, "start"); err != nil {
 		return fail(r.Failure(req.To, err, recvErr.String(), ctx))
@@ -264,6 +277,34 @@ func firstBytes(b []byte) string {
 		b = b[:200]
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// phaseLines passes the sender's lines to w, but not its "mlc: ..." error,
+// which Copy reports itself.
+type phaseLines struct {
+	w   io.Writer
+	buf []byte
+}
+
+func (p *phaseLines) Write(b []byte) (int, error) {
+	if p.w == nil {
+		return len(b), nil
+	}
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			break
+		}
+		if line := p.buf[:i+1]; !bytes.HasPrefix(line, []byte("mlc: ")) {
+			p.w.Write(line)
+		}
+		p.buf = p.buf[i+1:]
+	}
+	if len(p.buf) > 4096 {
+		p.buf = p.buf[:0]
+	}
+	return len(b), nil
 }
 
 // progress shows bytes sent, rate and time left.
