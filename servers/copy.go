@@ -322,6 +322,9 @@ type progress struct {
 func (p *progress) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.n == 0 {
+		p.start = time.Now() // the rate counts from the first byte, not from the commit
+	}
 	p.n += int64(len(b))
 	if p.w != nil && p.terminal && time.Since(p.last) > 200*time.Millisecond {
 		p.last = time.Now()
