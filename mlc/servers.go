@@ -269,7 +269,13 @@ Examples:
 				}
 				res := r.Survey(s.ctx, surveyTimeout)
 				if c.Bool("json") {
-					return s.json(res)
+					if err := s.json(res); err != nil {
+						return err
+					}
+					if n := unanswered(res); n > 0 {
+						return errs.New(errs.Partial, "%d of %d servers did not answer", n, len(res))
+					}
+					return nil
 				}
 				return printServers(s, res)
 			},
@@ -471,6 +477,16 @@ func printServers(s *session, res []servers.Result) error {
 		return errs.New(errs.Partial, "%d of %d servers did not answer", len(down), len(res))
 	}
 	return nil
+}
+
+func unanswered(res []servers.Result) int {
+	n := 0
+	for _, r := range res {
+		if r.Info == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // ServerRows is one server's containers in `mlc list --servers --json`.
