@@ -269,6 +269,16 @@ func (m *Manager) CopyIn(ctx context.Context, a Actor, newName, workspace string
 	if workspace == "" {
 		workspace = newName
 	}
+	unlock, err := m.lockCopies(ctx, a.Target.UID)
+	if err != nil {
+		return err
+	}
+	locked := true
+	defer func() {
+		if locked {
+			unlock()
+		}
+	}()
 	_, im, err := m.copyTarget(ctx, a, &s, newName, workspace)
 	if err != nil {
 		return err
@@ -312,6 +322,8 @@ func (m *Manager) CopyIn(ctx context.Context, a Actor, newName, workspace string
 	var notes []string
 	r.Publish, notes = m.freePorts(ctx, r.Publish)
 	created, err := m.create(ctx, a, r)
+	unlock()
+	locked = false
 	if err != nil {
 		undoImage()
 		return err

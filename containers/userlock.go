@@ -16,11 +16,22 @@ import (
 // holds however many run at once. The lock goes with the process, so a
 // killed mlc never leaves it held. It waits while ctx allows.
 func (m *Manager) lockUser(ctx context.Context, uid int) (func(), error) {
+	return m.lockFile(ctx, strconv.Itoa(uid)+".lock")
+}
+
+// lockCopies takes the user's lock for copies arriving here: one at a time
+// from loading the layer to the container's create, so parallel copies
+// cannot fill the disk with layers before max_containers refuses them.
+func (m *Manager) lockCopies(ctx context.Context, uid int) (func(), error) {
+	return m.lockFile(ctx, "copy-"+strconv.Itoa(uid)+".lock")
+}
+
+func (m *Manager) lockFile(ctx context.Context, name string) (func(), error) {
 	dir := filepath.Join(m.Cfg.StateDir, "locks")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, errs.Wrap(errs.State, err, "state directory %s", m.Cfg.StateDir)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(uid)+".lock"), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, errs.Wrap(errs.State, err, "user lock")
 	}

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -197,6 +199,32 @@ func TestServersSurveyCreateAndVerbs(t *testing.T) {
 	}
 }
 
+// userCmd is mlc run as who (their uid, gid and groups, their HOME), in a
+// process group of its own, with env ("K=V" or "") added.
+func (r *serversRig) userCmd(t *testing.T, who, env string, args ...string) *exec.Cmd {
+	t.Helper()
+	u, err := user.Lookup(who)
+	must(t, err)
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	ids, err := u.GroupIds()
+	must(t, err)
+	var groups []uint32
+	for _, g := range ids {
+		n, _ := strconv.Atoi(g)
+		groups = append(groups, uint32(n))
+	}
+	cmd := exec.Command(r.bin, args...)
+	cmd.Dir = "/tmp"
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + u.HomeDir, "USER=" + who, "LOGNAME=" + who}
+	if env != "" {
+		cmd.Env = append(cmd.Env, env)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true,
+		Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}}
+	return cmd
+}
+
 func regexpMatch(s, re string) bool {
 	return regexp.MustCompile(re).MatchString(s)
 }
@@ -239,6 +267,7 @@ func TestCopyOneGigabyte(t *testing.T) {
 	testenv.Docker(t, "exec", "-u", "0", name, "sh", "-c", "echo changed >> /etc/passwd && rm /bin/vi && rm -rf /usr && mkdir /usr && echo new > /usr/only")
 	sums := "md5sum /tmp/d/* /etc/passwd /usr/only | sort"
 	want := r.ok(t, "mlct-alice", "open", "big", "--", "sh", "-c", sums)
+	imagesA := testenv.Docker(t, "images", "-aq")
 	start := time.Now()
 	out, errOut, code := r.user(t, "mlct-alice", "copy", "big", "--to", "hostb", "--json")
 	if code != 0 {
@@ -267,8 +296,8 @@ func TestCopyOneGigabyte(t *testing.T) {
 	if st := testenv.Docker(t, "inspect", "-f", "{{.State.Status}}", name); st != "running" {
 		t.Fatalf("source: %s", st)
 	}
-	if n := testenv.Docker(t, "images", "-q", "--filter", "dangling=true", "--filter", "since=mlc/busybox:latest"); n != "" {
-		t.Fatalf("images left here: %s", n)
+	if got := testenv.Docker(t, "images", "-aq"); got != imagesA {
+		t.Fatalf("the copy left images here: %s, before %s", got, imagesA)
 	}
 
 	// --move: a second copy under another name; the source goes only after it started.
@@ -303,8 +332,9 @@ func TestCopyInterrupted(t *testing.T) {
 		if point == "sending" {
 			env, trigger = "", "sending intr"
 		}
-		cmd := exec.Command("su", "mlct-alice", "-s", "/bin/sh", "-c", "cd /tmp && "+env+" "+r.bin+" copy intr --to hostb")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		// mlc itself as alice (not through su, which would take the
+		// Ctrl-C itself): in a process group of its own, like a shell job.
+		cmd := r.userCmd(t, "mlct-alice", env, "copy", "intr", "--to", "hostb")
 		stderr, err := cmd.StderrPipe()
 		must(t, err)
 		must(t, cmd.Start())
