@@ -185,7 +185,7 @@ func cutLayer(save io.Reader, top string, w io.Writer) (Exported, error) {
 					topDir = path.Dir(name)
 				}
 			}
-		case sent == "" && h.Typeflag == tar.TypeReg &&
+		case sent == "" && plainFile(h) &&
 			(name == "blobs/sha256/"+topHex || (topDir != "" && name == topDir+"/layer.tar")):
 			if err := tw.WriteHeader(&tar.Header{Name: "layer.tar", Typeflag: tar.TypeReg, Mode: 0o600, Size: h.Size, Format: tar.FormatPAX}); err != nil {
 				return out, errs.Wrap(errs.Unavailable, err, "sending the layer")
@@ -280,7 +280,7 @@ func buildLoad(r io.Reader, base ImageConfig, max int64, w io.Writer, progress f
 	if err != nil {
 		return "", errs.Wrap(errs.Usage, err, "reading the copy stream")
 	}
-	if h.Name != "layer.tar" || h.Typeflag != tar.TypeReg || h.Size < 0 {
+	if h.Name != "layer.tar" || !plainFile(h) || h.Size < 0 {
 		return "", errs.New(errs.Usage, "the copy stream does not start with a layer")
 	}
 	if h.Size > max {
@@ -305,7 +305,7 @@ func buildLoad(r io.Reader, base ImageConfig, max int64, w io.Writer, progress f
 	}
 	diffID := "sha256:" + hex.EncodeToString(sum.Sum(nil))
 	h, err = tr.Next()
-	if err != nil || h.Name != "end.json" || h.Typeflag != tar.TypeReg || h.Size > 4096 {
+	if err != nil || h.Name != "end.json" || !plainFile(h) || h.Size > 4096 {
 		return "", errs.New(errs.Unavailable, "the copy stream ended before its trailer: the copy was interrupted")
 	}
 	var end Trailer
@@ -353,6 +353,21 @@ func buildLoad(r io.Reader, base ImageConfig, max int64, w io.Writer, progress f
 		return "", errs.Wrap(errs.Unavailable, err, "loading the copied layer")
 	}
 	return "sha256:" + hex.EncodeToString(sumc[:]), nil
+}
+
+// plainFile is whether h is a regular file stored whole: not a sparse one,
+// whose holes the reader would make up (a few bytes on the wire could then
+// stand for exabytes of zeros).
+func plainFile(h *tar.Header) bool {
+	if h.Typeflag != tar.TypeReg {
+		return false
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return false
+		}
+	}
+	return true
 }
 
 type countingReader struct {
