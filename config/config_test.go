@@ -120,6 +120,8 @@ func TestErrors(t *testing.T) {
 		{"servers not a list", "servers:\n  a: b\n", "p.yaml:2: servers: expected a list of servers"},
 		{"server without name", "servers:\n  - ssh: h\n", "p.yaml:2: servers[0]: has no name"},
 		{"server named any", "servers:\n  - name: any\n", "p.yaml:2: servers[0].name: \"any\" is not a server name"},
+		{"server name with a dollar", "servers:\n  - name: gpu2$\n", "p.yaml:2: servers[0].name: \"gpu2$\" is not a server name"},
+		{"server name with a dot", "servers:\n  - name: gpu2.lab\n", "p.yaml:2: servers[0].name: \"gpu2.lab\" is not a server name (letters, digits, _ and -, as in its host name"},
 		{"server twice", "servers:\n  - name: a\n  - name: a\n", "p.yaml:3: servers[1]: server a is listed twice (first at line 2)"},
 		{"server with user", "servers:\n  - name: a\n    ssh: root@a\n", "p.yaml:3: servers[0].ssh: \"root@a\" names a user"},
 		{"server option injection", "servers:\n  - name: a\n    ssh: -oProxyCommand=x\n", "p.yaml:3: servers[0].ssh: \"-oProxyCommand=x\" is not a host name"},

@@ -565,6 +565,8 @@ func (p *parser) policies(n *yaml.Node, pol *Policies) {
 
 // sshDestRE is a host name or address ssh may be given: no user part (users
 // log in as themselves), no leading dash (it would be an ssh option).
+var serverNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
+
 var sshDestRE = regexp.MustCompile(`^[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]{0,252}$`)
 
 // servers parses the list of the lab's servers.
@@ -584,8 +586,8 @@ func (p *parser) servers(n *yaml.Node, c *Config) {
 			switch k.Value {
 			case "name":
 				if x, ok := p.str(v, w+".name"); ok {
-					if !NamePattern.MatchString(x) || x == "any" {
-						p.errf(v, "%s.name: %s is not a server name (letters, digits, _ . -; not \"any\")", w, excerpt(x))
+					if !serverNameRE.MatchString(x) || x == "any" {
+						p.errf(v, "%s.name: %s is not a server name (letters, digits, _ and -, as in its host name; not \"any\")", w, excerpt(x))
 					}
 					s.Name = x
 				}

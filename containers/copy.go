@@ -110,6 +110,9 @@ func (m *Manager) Describe(ctx context.Context, a Actor, name string) (*CopySett
 	if err != nil {
 		return nil, err
 	}
+	if c.Labels[engine.LabelCopy] == "true" {
+		return nil, errs.New(errs.Conflict, "%s was itself made by mlc copy (its image is the catalogue image plus that copy's changes), and a copy of a copy is not supported; make a new container and move your work through its workspace", name)
+	}
 	d, err := t.Detail(ctx, c.ID)
 	if err != nil {
 		return nil, err
@@ -183,11 +186,59 @@ func (s *CopySettings) request(newName, workspace string) CreateRequest {
 		Publish: s.Publish, Env: s.Env, Root: s.Root, Workspace: workspace, Data: s.Data, Models: s.Models, NoStart: true}
 }
 
+// fit lowers the CPUs and memory a copy carries (what the source gave the
+// container) to this server's limits for the user, saying so: a copy is
+// not refused for coming from a server with more generous limits.
+func (m *Manager) fit(s *CopySettings, user string) ([]string, error) {
+	lim, err := limits.Resolve(m.Cfg, m.Dir, user)
+	if err != nil {
+		return nil, err
+	}
+	var notes []string
+	if s.CPUs > lim.CPUs.Value {
+		notes = append(notes, fmt.Sprintf("%v CPUs here (your cpus limit on this server, %s), not %v", lim.CPUs.Value, lim.CPUs.Source, s.CPUs))
+		s.CPUs = 0
+	}
+	if s.Memory > lim.Memory.Value {
+		notes = append(notes, fmt.Sprintf("%s of memory here (your memory limit on this server, %s), not %s", lim.Memory.Value, lim.Memory.Source, s.Memory))
+		s.Memory = 0
+	}
+	return notes, nil
+}
+
 // copyTarget checks a copy's settings against this server's policy (a dry-run
-// create) and answers what the target has.
+// create) and answers what the target has. It may lower s's CPUs and memory
+// to this server's limits (see fit) and move its host ports (see freePorts).
 func (m *Manager) copyTarget(ctx context.Context, a Actor, s *CopySettings, newName, workspace string) (*PreflightReply, config.Image, error) {
 	if err := m.mayCopy(a); err != nil {
 		return nil, config.Image{}, err
+	}
+	if s.Layers != nil && len(s.Layers) == 0 {
+		return nil, config.Image{}, errs.New(errs.Usage, "the copy's image has no layers")
+	}
+	notes, err := m.fit(s, a.Target.User)
+	if err != nil {
+		return nil, config.Image{}, err
+	}
+	var moved []string
+	s.Publish, moved = m.freePorts(ctx, s.Publish)
+	notes = append(notes, moved...)
+	if s.GPUs > 0 && m.GPUs != nil {
+		if st, err := m.GPUs.Status(ctx); err == nil {
+			free := 0
+			per := max(1, st.MaxPerGPU)
+			if st.Mode != "shared" {
+				per = 1
+			}
+			for _, g := range st.GPUs {
+				if len(g.Holders) < per {
+					free++
+				}
+			}
+			if free < s.GPUs {
+				return nil, config.Image{}, errs.New(errs.Unavailable, "the copy needs %d GPUs and %d are free on this server now (mlc servers shows where there are)", s.GPUs, free)
+			}
+		}
 	}
 	if s.Image == "" {
 		return nil, config.Image{}, errs.New(errs.Usage, "the copy names no catalogue image")
@@ -202,7 +253,7 @@ func (m *Manager) copyTarget(ctx context.Context, a Actor, s *CopySettings, newN
 		return nil, config.Image{}, err
 	}
 	im, _ := m.Cfg.ImageAlias(s.Image)
-	rep := &PreflightReply{Shared: m.Cfg.Policies.SharedWorkspaces, Workspace: out.Workspace}
+	rep := &PreflightReply{Shared: m.Cfg.Policies.SharedWorkspaces, Workspace: out.Workspace, Notes: notes}
 	if !rep.Shared {
 		if fi, err := os.Lstat(out.Workspace); err == nil && fi.IsDir() {
 			if empty, _ := dirEmpty(out.Workspace); !empty {
@@ -279,7 +330,7 @@ func (m *Manager) CopyIn(ctx context.Context, a Actor, newName, workspace string
 			unlock()
 		}
 	}()
-	_, im, err := m.copyTarget(ctx, a, &s, newName, workspace)
+	pre, im, err := m.copyTarget(ctx, a, &s, newName, workspace)
 	if err != nil {
 		return err
 	}
@@ -304,6 +355,7 @@ func (m *Manager) CopyIn(ctx context.Context, a Actor, newName, workspace string
 	wsPath := filepath.Join(m.Cfg.Policies.WorkspaceRoot, a.Target.User, workspace)
 	_, wsErr := os.Lstat(wsPath)
 	wsNew := errors.Is(wsErr, os.ErrNotExist)
+	wsEmpty, _ := dirEmpty(wsPath) // an empty one is filled by the copy: emptied again if it is undone
 
 	imageID, err := t.ImportChanges(ctx, in, base, max, nil)
 	if err != nil {
@@ -319,9 +371,8 @@ func (m *Manager) CopyIn(ctx context.Context, a Actor, newName, workspace string
 	}
 	r := s.request(newName, workspace)
 	r.fromImage = imageID
-	var notes []string
-	r.Publish, notes = m.freePorts(ctx, r.Publish)
-	created, err := m.create(ctx, a, r)
+	notes := pre.Notes
+	created, err := m.Create(ctx, a, r)
 	unlock()
 	locked = false
 	if err != nil {
@@ -335,8 +386,12 @@ func (m *Manager) CopyIn(ctx context.Context, a Actor, newName, workspace string
 			fmt.Fprintf(m.Progress, "mlc: undoing the copy: %v\n", rerr)
 		}
 		undoImage()
-		if wsNew && !m.Cfg.Policies.SharedWorkspaces {
-			_ = paths.RemoveWorkspace(m.Cfg.Policies.WorkspaceRoot, a.Target.User, workspace)
+		switch {
+		case m.Cfg.Policies.SharedWorkspaces:
+		case wsNew:
+			_ = paths.RemoveWorkspace(m.Cfg.Policies.WorkspaceRoot, a.Target.User, workspace, false)
+		case wsEmpty:
+			_ = paths.RemoveWorkspace(m.Cfg.Policies.WorkspaceRoot, a.Target.User, workspace, true)
 		}
 		return cause
 	}

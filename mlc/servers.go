@@ -370,9 +370,10 @@ func copyCommand(s *session) *cli.Command {
 		Name:      "copy",
 		Usage:     "copy (or move) a container of yours to another server",
 		ArgsUsage: "NAME --to SERVER",
-		Description: `Makes a container on SERVER from this one: the same catalogue image, limits,
-GPU count, ports (the same host ports where free there) and environment, with
-its files as they are now. Only the container's own changes travel (the server
+		Description: `Makes a container on SERVER from this one: the same catalogue image, CPUs
+and memory (lowered to your limits there, if they are smaller), GPU count, ports
+(the same host ports where free there) and -e variables, with its files as they
+are now; other limits are SERVER's. The copy is started there. Only the container's own changes travel (the server
 already has the image, or pulls it), then the workspace (rsync over ssh, unless
 the policy says workspaces are shared between servers). SERVER's mlc checks its
 own policy: its GPUs come from its own ledger, within your quota there.

@@ -224,3 +224,39 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// An undone copy removes the workspace it made, or empties the one it
+// filled, and never follows a link the user left in it.
+func TestRemoveWorkspace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make root-owned workspace levels")
+	}
+	base := t.TempDir()
+	must(t, os.Chmod(base, 0o755))
+	root := filepath.Join(base, "ws")
+	outside := filepath.Join(base, "outside")
+	must(t, os.Mkdir(outside, 0o755))
+	must(t, os.WriteFile(filepath.Join(outside, "keep"), []byte("x"), 0o644))
+	for _, contentsOnly := range []bool{false, true} {
+		ws, err := EnsureWorkspace(root, "alice", 4242, 4243, "copy")
+		must(t, err)
+		must(t, os.MkdirAll(filepath.Join(ws.Path, "a/b"), 0o755))
+		must(t, os.WriteFile(filepath.Join(ws.Path, "a/b/f"), []byte("x"), 0o644))
+		must(t, os.Symlink(outside, filepath.Join(ws.Path, "link")))
+		must(t, RemoveWorkspace(root, "alice", "copy", contentsOnly))
+		names, err := os.ReadDir(ws.Path)
+		switch {
+		case !contentsOnly && !os.IsNotExist(err):
+			t.Fatalf("the workspace is still there: %v %v", names, err)
+		case contentsOnly && (err != nil || len(names) != 0):
+			t.Fatalf("emptied: %v %v", names, err)
+		}
+		if _, err := os.Stat(filepath.Join(outside, "keep")); err != nil {
+			t.Fatalf("a file the link pointed to went: %v", err)
+		}
+		os.RemoveAll(ws.Path)
+	}
+	if err := RemoveWorkspace(root, "alice", "../alice", false); err == nil {
+		t.Fatal("a name with .. was taken")
+	}
+}

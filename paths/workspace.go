@@ -125,9 +125,10 @@ func RemoveEmptyWorkspace(root, user, name string) error {
 }
 
 // RemoveWorkspace removes <root>/<user>/<name> and everything in it (a copy
-// that made it was undone), fd-relative below the root-owned <root>/<user>:
+// that made it was undone), or with contentsOnly what is in it (a copy that
+// filled an empty one), fd-relative below the root-owned <root>/<user>:
 // nothing outside it is touched, whatever links the user put inside.
-func RemoveWorkspace(root, user, name string) error {
+func RemoveWorkspace(root, user, name string, contentsOnly bool) error {
 	if !NamePattern.MatchString(user) || !NamePattern.MatchString(name) || strings.Contains(name, "..") {
 		return errs.New(errs.Usage, "invalid workspace name %q", name)
 	}
@@ -143,7 +144,33 @@ func RemoveWorkspace(root, user, name string) error {
 	if err := rootOwned(r, "."); err != nil {
 		return errs.New(errs.State, "workspace_root %s/%s %v", root, user, err)
 	}
-	return r.RemoveAll(name)
+	if !contentsOnly {
+		return r.RemoveAll(name)
+	}
+	fi, err := r.Lstat(name)
+	if err != nil || !fi.IsDir() {
+		return err
+	}
+	ws, err := r.OpenRoot(name)
+	if err != nil {
+		return err
+	}
+	defer ws.Close()
+	d, err := ws.Open(".")
+	if err != nil {
+		return err
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := ws.RemoveAll(n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkRoot makes root if missing (0711) and checks that every level of it

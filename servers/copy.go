@@ -115,6 +115,9 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 	if err := json.Unmarshal(pre, &reply); err != nil {
 		return nil, errs.New(errs.Unavailable, "%s answered something that is not mlc's (is its mlc too old?)", req.To.Name)
 	}
+	for _, n := range reply.Notes {
+		say("note: %s", n)
+	}
 	containers.Failpoint(ctx, "copy-preflighted")
 	if ctx.Err() != nil {
 		return nil, errs.New(errs.Interrupted, "interrupted; nothing was copied")
@@ -150,11 +153,15 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 		}
 		return nil
 	}
+	startSent := false
 	fail := func(err error) (*CopyResult, error) {
 		if rerr := finishRecv(); rerr != nil && !errs.Is(err, errs.Interrupted) && errs.Is(err, errs.Internal) {
 			err = rerr
 		}
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil && startSent:
+			return nil, errs.New(errs.Interrupted, "interrupted after %s was told to start the copy; %s is as it was here, and the copy may exist there (mlc list --servers)", req.To.Name, req.Name)
+		case ctx.Err() != nil:
 			return nil, errs.New(errs.Interrupted, "interrupted; %s was left as it was, and nothing was kept on %s", req.Name, req.To.Name)
 		}
 		return nil, err
@@ -207,6 +214,7 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 	if ctx.Err() != nil {
 		return fail(ctx.Err())
 	}
+	startSent = true
 	if _, err := fmt.Fprintln(recvIn, "start"); err != nil {
 		return fail(r.Failure(req.To, err, recvErr.String(), ctx))
 	}

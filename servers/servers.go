@@ -254,6 +254,7 @@ func (r *Runner) Survey(ctx context.Context, timeout time.Duration) []Result {
 func Pick(results []Result, gpus int) (Result, string, error) {
 	var fit []Result
 	var why []string
+	kind := errs.Unavailable
 	for _, r := range results {
 		switch {
 		case r.Info == nil:
@@ -262,12 +263,13 @@ func Pick(results []Result, gpus int) (Result, string, error) {
 			why = append(why, fmt.Sprintf("%s: %d of %d GPUs free", r.Server, r.Info.GPUsFree, r.Info.GPUsTotal))
 		case gpus > r.Info.QuotaLeft:
 			why = append(why, fmt.Sprintf("%s: your GPU quota there has %d left", r.Server, r.Info.QuotaLeft))
+			kind = errs.Quota
 		default:
 			fit = append(fit, r)
 		}
 	}
 	if len(fit) == 0 {
-		return Result{}, "", errs.New(errs.Quota, "no server can take a container with %d GPUs now (%s)", gpus, strings.Join(why, "; "))
+		return Result{}, "", errs.New(kind, "no server can take a container with %d GPUs now (%s)", gpus, strings.Join(why, "; "))
 	}
 	sort.SliceStable(fit, func(i, j int) bool {
 		li, lj := loadPerCPU(fit[i].Info), loadPerCPU(fit[j].Info)

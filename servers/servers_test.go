@@ -74,6 +74,10 @@ func TestPick(t *testing.T) {
 		!strings.Contains(err.Error(), "e: no answer") {
 		t.Fatalf("nothing fits: %v", err)
 	}
+	// No GPUs free anywhere (no quota in the way): unavailable, as for a create here.
+	if _, _, err := Pick(res[:2], 1); !errs.Is(err, errs.Unavailable) {
+		t.Fatalf("none free: %v", err)
+	}
 	// Equal load: the one with more free memory.
 	best, _, _ = Pick([]Result{{Server: "x", Info: info(1, 1, 1, 1, 4, 10)}, {Server: "y", Info: info(1, 1, 1, 1, 4, 20)}}, 1)
 	if best.Server != "y" {
