@@ -75,7 +75,7 @@ func TestPick(t *testing.T) {
 		t.Fatalf("nothing fits: %v", err)
 	}
 	// No GPUs free anywhere (no quota in the way): unavailable, as for a create here.
-	if _, _, err := Pick(res[:2], 1); !errs.Is(err, errs.Unavailable) {
+	if _, _, err := Pick([]Result{res[0], res[4]}, 1); !errs.Is(err, errs.Unavailable) {
 		t.Fatalf("none free: %v", err)
 	}
 	// Equal load: the one with more free memory.
