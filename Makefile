@@ -14,14 +14,14 @@ VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GO       ?= go
 LDFLAGS  := -X main.version=$(VERSION) '-extldflags=-Wl,-z,lazy'
 # Commands reachable as mlc-NAME links.
-COMMANDS := create open list start stop kill remove logs stats top protect unprotect limits gpu monitor report cleanup keepalive
+COMMANDS := create open list start stop kill remove logs stats top protect unprotect limits gpu monitor report cleanup keepalive servers copy
 FUZZTIME ?= 60s
 
 comma := ,
 
 export CGO_ENABLED = 1
 
-.PHONY: all build test unit test-env demo install uninstall fuzz bench vet fmt clean man completions deb test-deb
+.PHONY: all build test unit test-env demo hostb-down install uninstall fuzz bench vet fmt clean man completions deb test-deb
 
 all: build
 
@@ -61,6 +61,12 @@ fuzz:
 	$(GO) test ./monitor/cgroups -run '^$$' -fuzz '^FuzzContainerIDs$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./monitor/cgroups -run '^$$' -fuzz '^FuzzMountinfo$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./monitor/cgroups -run '^$$' -fuzz '^FuzzNetDev$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./engine -run '^$$' -fuzz '^FuzzBuildLoad$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./engine -run '^$$' -fuzz '^FuzzCutLayer$$' -fuzztime $(FUZZTIME)
+
+# Stop the second test server (scripts/hostb.sh) that multi-server tests bring up.
+hostb-down:
+	scripts/hostb.sh down
 
 bench: test-env build
 	bench/run.sh
