@@ -285,10 +285,6 @@ func (m *Manager) Remove(ctx context.Context, a Actor, name string, force bool) 
 			_, err = m.GPUs.Release(ctx, c, "removed")
 		}
 		m.clearProtectMark(c.ID)
-		if c.Labels[engine.LabelCopy] == "true" && c.ImageID != "" {
-			// The copy's own image: no other container uses it.
-			_ = m.Eng.RemoveImage(ctx, c.ImageID)
-		}
 		// Under the user's lock: a create of theirs may be about to join it.
 		if unlock, lerr := m.lockUser(context.WithoutCancel(ctx), a.Target.UID); lerr == nil {
 			if nerr := m.dropNetworkIfEmpty(ctx, a); nerr != nil && m.Progress != nil {

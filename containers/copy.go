@@ -32,8 +32,8 @@ import (
 type Transfer interface {
 	ImageConfig(ctx context.Context, ref string) (engine.ImageConfig, error)
 	Detail(ctx context.Context, id string) (engine.Detail, error)
-	ExportChanges(ctx context.Context, id string, have []string, w io.Writer, phase func(string)) (engine.Exported, error)
-	ImportChanges(ctx context.Context, r io.Reader, base engine.ImageConfig, max int64, progress func(int64)) (string, error)
+	ExportChanges(ctx context.Context, id string, w io.Writer, phase func(string)) (engine.Exported, error)
+	ImportChanges(ctx context.Context, id string, r io.Reader, max int64, progress func(int64)) (engine.Received, error)
 	FreeDisk(ctx context.Context) (int64, error)
 }
 
@@ -53,14 +53,12 @@ type CopySettings struct {
 	WsPath    string      `json:"workspace_path"` // on the source
 	Data      string      `json:"data,omitempty"`
 	Models    string      `json:"models,omitempty"`
-	Layers    []string    `json:"layers"` // the source image's diff ids
-	Changes   int64       `json:"changes_bytes"`
+	Changes   int64       `json:"changes_bytes"` // the engine's size of the writable layer
 	Running   bool        `json:"running"`
 }
 
 // PreflightReply is what the target answers before anything is sent.
 type PreflightReply struct {
-	Layers    []string `json:"layers"` // the target's copy of the image: what need not be sent
 	Shared    bool     `json:"shared_workspaces"`
 	Workspace string   `json:"workspace"` // where the workspace will be on the target
 	Notes     []string `json:"notes,omitempty"`
@@ -110,9 +108,6 @@ func (m *Manager) Describe(ctx context.Context, a Actor, name string) (*CopySett
 	if err != nil {
 		return nil, err
 	}
-	if c.Labels[engine.LabelCopy] == "true" {
-		return nil, errs.New(errs.Conflict, "%s was itself made by mlc copy (its image is the catalogue image plus that copy's changes), and a copy of a copy is not supported; make a new container and move your work through its workspace", name)
-	}
 	d, err := t.Detail(ctx, c.ID)
 	if err != nil {
 		return nil, err
@@ -122,7 +117,7 @@ func (m *Manager) Describe(ctx context.Context, a Actor, name string) (*CopySett
 		return nil, err
 	}
 	s := &CopySettings{Name: name, Image: c.Labels[engine.LabelImage], GPUs: len(splitList(c.Labels[engine.LabelGPUs])),
-		Root: c.Labels[engine.LabelRoot] == "true", Layers: img.DiffIDs, Changes: d.SizeRw, Running: d.Running()}
+		Root: c.Labels[engine.LabelRoot] == "true", Changes: d.SizeRw, Running: d.Running()}
 	s.CPUs, _ = strconv.ParseFloat(c.Labels[engine.LabelCPUs], 64)
 	if v := c.Labels[engine.LabelMemory]; v != "" {
 		s.Memory, _ = config.ParseSize(v)
@@ -154,12 +149,12 @@ func (m *Manager) Describe(ctx context.Context, a Actor, name string) (*CopySett
 	return s, nil
 }
 
-// CopyOut writes the layer of changes of the caller's container name to w,
-// less what the target has (have: the target's image layers).
-func (m *Manager) CopyOut(ctx context.Context, a Actor, name string, have []string, w io.Writer) (err error) {
+// CopyOut writes the writable layer of the caller's container name to w:
+// its changes to the catalogue image, nothing of the image itself.
+func (m *Manager) CopyOut(ctx context.Context, a Actor, name string, w io.Writer) (err error) {
 	var sent engine.Exported
 	defer func() {
-		m.audit(a, "copy-out", name, err, map[string]any{"bytes": sent.Size, "layer": sent.DiffID})
+		m.audit(a, "copy-out", name, err, map[string]any{"bytes": sent.Bytes, "entries": sent.Entries})
 	}()
 	if err := m.mayCopy(a); err != nil {
 		return err
@@ -172,7 +167,7 @@ func (m *Manager) CopyOut(ctx context.Context, a Actor, name string, have []stri
 	if err != nil {
 		return err
 	}
-	sent, err = t.ExportChanges(ctx, c.ID, have, w, func(phase string) {
+	sent, err = t.ExportChanges(ctx, c.ID, w, func(phase string) {
 		if m.Progress != nil {
 			fmt.Fprintf(m.Progress, "%s %s\n", phase, name)
 		}
@@ -212,9 +207,6 @@ func (m *Manager) fit(s *CopySettings, user string) ([]string, error) {
 func (m *Manager) copyTarget(ctx context.Context, a Actor, s *CopySettings, newName, workspace string) (*PreflightReply, config.Image, error) {
 	if err := m.mayCopy(a); err != nil {
 		return nil, config.Image{}, err
-	}
-	if s.Layers != nil && len(s.Layers) == 0 {
-		return nil, config.Image{}, errs.New(errs.Usage, "the copy's image has no layers")
 	}
 	notes, err := m.fit(s, a.Target.User)
 	if err != nil {
@@ -285,15 +277,6 @@ func (m *Manager) Preflight(ctx context.Context, a Actor, s *CopySettings, newNa
 	if err := m.ensureImage(ctx, im.Image); err != nil {
 		return nil, err
 	}
-	t, err := m.transfer()
-	if err != nil {
-		return nil, err
-	}
-	base, err := t.ImageConfig(ctx, im.Image)
-	if err != nil {
-		return nil, err
-	}
-	rep.Layers = base.DiffIDs
 	return rep, nil
 }
 
@@ -341,51 +324,30 @@ func (m *Manager) CopyIn(ctx context.Context, a Actor, newName, workspace string
 	if err != nil {
 		return err
 	}
-	base, err := t.ImageConfig(ctx, im.Image)
-	if err != nil {
-		return err
-	}
 	free, err := t.FreeDisk(ctx)
 	if err != nil {
 		return err
 	}
-	// The engine writes the layer twice while loading it (a temporary
-	// copy, then the layer); keep a tenth of the disk free besides.
-	max := free * 9 / 10 / 2
+	// The changes are written once, into the container's layer; keep a
+	// tenth of the disk free besides.
+	max := free * 9 / 10
 	wsPath := filepath.Join(m.Cfg.Policies.WorkspaceRoot, a.Target.User, workspace)
 	_, wsErr := os.Lstat(wsPath)
 	wsNew := errors.Is(wsErr, os.ErrNotExist)
 	wsEmpty, _ := dirEmpty(wsPath) // an empty one is filled by the copy: emptied again if it is undone
 
-	imageID, err := t.ImportChanges(ctx, in, base, max, nil)
-	if err != nil {
-		return err
-	}
-	bg := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
-	}
-	undoImage := func() {
-		c, cancel := bg()
-		defer cancel()
-		_ = m.Eng.RemoveImage(c, imageID)
-	}
 	r := s.request(newName, workspace)
-	r.fromImage = imageID
 	notes := pre.Notes
 	created, err := m.Create(ctx, a, r)
-	unlock()
-	locked = false
 	if err != nil {
-		undoImage()
 		return err
 	}
 	undo := func(cause error) error {
-		c, cancel := bg()
+		c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 		defer cancel()
 		if rerr := m.Remove(c, a, newName, true); rerr != nil && m.Progress != nil {
 			fmt.Fprintf(m.Progress, "mlc: undoing the copy: %v\n", rerr)
 		}
-		undoImage()
 		switch {
 		case m.Cfg.Policies.SharedWorkspaces:
 		case wsNew:
@@ -395,6 +357,16 @@ func (m *Manager) CopyIn(ctx context.Context, a Actor, newName, workspace string
 		}
 		return cause
 	}
+	got, err := t.ImportChanges(ctx, created.ID, in, max, nil)
+	unlock()
+	locked = false
+	if err != nil {
+		return undo(err)
+	}
+	if ctx.Err() != nil {
+		return undo(errs.New(errs.Interrupted, "the copy was interrupted; %s was not kept", newName))
+	}
+	_ = got
 	ev := CopyEvent{Event: "created", Name: newName, Workspace: created.Workspace, GPUs: created.GPUs, Publish: r.Publish, Notes: notes}
 	if err := writeEvent(out, ev); err != nil {
 		return undo(errs.New(errs.Unavailable, "the copy was interrupted (%v); %s was not kept", err, newName))

@@ -86,9 +86,6 @@ type CreateRequest struct {
 	Wait       bool
 	Timeout    time.Duration
 	Cwd        string // for relative paths; "" = the process's
-	// fromImage is an image loaded by a copy (CopyIn): the container is made
-	// from it instead of the catalogue image it was built on. Never a flag.
-	fromImage string
 }
 
 // Created is what create made (or would make, with DryRun).
@@ -292,13 +289,8 @@ func Plan(cfg *config.Config, a Actor, r CreateRequest, f Facts) (*CreatePlan, e
 		}
 		labels[engine.LabelProtected] = "true"
 	}
-	image := img.Image
-	if r.fromImage != "" {
-		image = r.fromImage
-		labels[engine.LabelCopy] = "true"
-	}
 	spec := engine.Spec{
-		Name: dockerName, Image: image, Labels: labels, User: user, Env: env, WorkingDir: "/workspace",
+		Name: dockerName, Image: img.Image, Labels: labels, User: user, Env: env, WorkingDir: "/workspace",
 		Mounts: mp.mounts, Ports: ports, NanoCPUs: int64(cpus * 1e9), Memory: int64(mem), MemorySwap: int64(lim.MemorySwap.Value),
 		ShmSize: int64(lim.ShmSize.Value), PidsLimit: lim.PidsLimit.Value,
 		Ulimits: []engine.Ulimit{{Name: "memlock", Soft: f.Memlock, Hard: f.Memlock}, {Name: "stack", Soft: 64 << 20, Hard: 64 << 20}},

@@ -34,10 +34,6 @@ const (
 	LabelMounts = "mlc.mounts"
 	LabelGID    = "mlc.gid"
 	LabelRoot   = "mlc.root"
-	// LabelCopy marks a container made by mlc copy from an image of its
-	// own (the catalogue image plus the copied changes), which goes when
-	// the container goes.
-	LabelCopy = "mlc.copy"
 )
 
 // DockerName is the engine's name for container NAME of the user with uid.

@@ -1,32 +1,32 @@
 package engine
 
 // Copying a container's changes to another engine (mlc copy): the source
-// commits the container and cuts its one new layer out of the engine's own
-// save stream; the target builds a load stream of its own around that layer,
-// on top of its own copy of the catalogue image. Only the layer travels.
+// reads the container's writable layer (the overlay2 upper directory, the
+// container paused meanwhile) as the engine's own layer format, a tar whose
+// .wh. entries are deletions; the target writes the files into a new
+// container of the same catalogue image through the engine's archive API and
+// records the deletions as overlay2 does. Only the changes travel, streamed:
+// no image is committed, saved or loaded on either side.
 //
-// The wire format between the two is a tar stream of exactly two entries:
-// "layer.tar" (the layer, in the engine's layer format: a tar with .wh.
-// whiteouts) and "end.json" (its diff id and size). Go's tar reader takes a
-// stream cut short at an entry's end for a clean end, so the trailer is what
-// says the layer arrived whole.
+// The wire format is that tar, every header written afresh, ended by a
+// trailer entry (marked by a PAX record no other entry has) saying how many
+// entries and bytes were sent: Go's tar reader takes a stream cut short at
+// an entry's end for a clean end, so the trailer is what says it all arrived.
 
 import (
 	"archive/tar"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"io"
+	"os"
 	"path"
 	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/jsonmessage"
 	units "github.com/docker/go-units"
+	archive "github.com/moby/go-archive"
 	"golang.org/x/sys/unix"
 
 	"github.com/mlc-lab/mlc/errs"
@@ -109,250 +109,290 @@ func (c *Client) FreeDisk(ctx context.Context) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
-// Trailer is the wire stream's end.json.
-type Trailer struct {
-	DiffID string `json:"diff_id"`
-	Size   int64  `json:"size"`
-}
-
 // Exported is what ExportChanges sent.
 type Exported struct {
-	DiffID string
-	Size   int64
+	Entries int64 `json:"entries"`
+	Bytes   int64 `json:"bytes"` // file contents
 }
 
-// ExportChanges commits container id (pausing it for the commit), checks that
-// the commit is the image have describes (the target's copy of the base image,
-// by its layers) plus one layer, and writes that layer to w in the wire
-// format. The committed image is removed again whatever happens. phase is
-// told what is going on ("committing", "sending").
-func (c *Client) ExportChanges(ctx context.Context, id string, have []string, w io.Writer, phase func(string)) (Exported, error) {
-	phase("committing")
-	resp, err := c.api.ContainerCommit(ctx, id, container.CommitOptions{Pause: true, Comment: "mlc copy (temporary)"})
-	if err != nil {
-		return Exported{}, c.classify(err, "committing "+short(id))
-	}
-	defer func() {
-		bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
-		defer cancel()
-		_ = c.RemoveImage(bg, resp.ID)
-	}()
-	img, err := c.ImageConfig(ctx, resp.ID)
+// endKey marks the wire stream's trailer: a PAX record no entry of a layer
+// carries (the sender writes every entry's header afresh, without any).
+const endKey = "MLC.copy.end"
+
+// ExportChanges writes container id's writable layer to w, in the engine's
+// layer format (a tar whose .wh. entries are deletions), followed by the
+// trailer. The layer is read from the storage driver's upper directory
+// (overlay2), as the engine itself reads it for a commit, with the
+// container paused meanwhile (as commit pauses it) so that nothing in it
+// changes, or is swapped for a link, while it is read.
+func (c *Client) ExportChanges(ctx context.Context, id string, w io.Writer, phase func(string)) (Exported, error) {
+	rt, err := c.Runtime(ctx, id)
 	if err != nil {
 		return Exported{}, err
 	}
-	n := len(img.DiffIDs)
-	if n == 0 || !equal(img.DiffIDs[:n-1], have) {
-		return Exported{}, errs.New(errs.Conflict, "the target's copy of the image is not the one this container was made from (its layers differ); ask an admin to give both servers the same build of the image")
+	if rt.UpperDir == "" {
+		return Exported{}, errs.New(errs.Unavailable, "this server's storage driver is not overlay2, so mlc cannot read the container's changes")
 	}
-	top := img.DiffIDs[n-1]
+	if rt.Pid != 0 {
+		phase("pausing")
+		if err := c.api.ContainerPause(ctx, id); err != nil {
+			return Exported{}, c.classify(err, "pausing "+short(id))
+		}
+		defer func() {
+			bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+			defer cancel()
+			_ = c.api.ContainerUnpause(bg, id)
+		}()
+	}
 	phase("sending")
-	rc, err := c.api.ImageSave(ctx, []string{resp.ID})
+	rc, err := archive.TarWithOptions(rt.UpperDir, &archive.TarOptions{WhiteoutFormat: archive.OverlayWhiteoutFormat})
 	if err != nil {
-		return Exported{}, c.classify(err, "saving the changes of "+short(id))
+		return Exported{}, errs.Wrap(errs.Internal, err, "reading the changes of %s", short(id))
 	}
 	defer rc.Close()
-	return cutLayer(rc, top, w)
+	return copyLayer(ctx, rc, w)
 }
 
-// cutLayer reads an engine save stream and writes its layer whose diff id is
-// top to w in the wire format. It knows both layouts: the legacy one
-// (<v1 id>/json, <v1 id>/layer.tar; the top layer's json is the only one
-// with a "config") and the OCI one (blobs/sha256/<diff id>, uncompressed).
-// manifest.json, which the engine writes last, must agree with its choice.
-func cutLayer(save io.Reader, top string, w io.Writer) (Exported, error) {
-	topHex := strings.TrimPrefix(top, "sha256:")
-	tr := tar.NewReader(save)
+// copyLayer re-writes a layer tar to w entry by entry (fresh headers: name,
+// link, type, mode, owner, time and size only) and adds the trailer.
+func copyLayer(ctx context.Context, layer io.Reader, w io.Writer) (Exported, error) {
+	tr := tar.NewReader(layer)
 	tw := tar.NewWriter(w)
-	var topDir, sent string
 	var out Exported
-	checked := false
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return out, errs.Wrap(errs.Internal, err, "reading the engine's save stream")
+			return out, errs.Wrap(errs.Internal, err, "reading the changes")
 		}
-		name := strings.TrimPrefix(path.Clean(h.Name), "./")
-		switch {
-		case path.Base(name) == "json" && path.Dir(name) != "." && h.Typeflag == tar.TypeReg && h.Size < 1<<20:
-			var v map[string]json.RawMessage
-			b, err := io.ReadAll(tr)
-			if err == nil && json.Unmarshal(b, &v) == nil {
-				if cfg, ok := v["config"]; ok && string(cfg) != "null" {
-					topDir = path.Dir(name)
-				}
-			}
-		case sent == "" && plainFile(h) &&
-			(name == "blobs/sha256/"+topHex || (topDir != "" && name == topDir+"/layer.tar")):
-			if err := tw.WriteHeader(&tar.Header{Name: "layer.tar", Typeflag: tar.TypeReg, Mode: 0o600, Size: h.Size, Format: tar.FormatPAX}); err != nil {
-				return out, errs.Wrap(errs.Unavailable, err, "sending the layer")
-			}
-			sum := sha256.New()
-			if _, err := io.Copy(tw, io.TeeReader(tr, sum)); err != nil {
-				return out, errs.Wrap(errs.Unavailable, err, "sending the layer")
-			}
-			out = Exported{DiffID: "sha256:" + hex.EncodeToString(sum.Sum(nil)), Size: h.Size}
-			if out.DiffID != top {
-				return out, errs.New(errs.Internal, "the layer the engine saved is %s, not the committed %s", out.DiffID, top)
-			}
-			sent = name
-		case name == "manifest.json":
-			var m []struct{ Layers []string }
-			b, err := io.ReadAll(io.LimitReader(tr, 1<<20))
-			if err != nil || json.Unmarshal(b, &m) != nil || len(m) != 1 || len(m[0].Layers) == 0 {
-				return out, errs.New(errs.Internal, "the engine's save stream has no manifest this mlc understands")
-			}
-			if last := path.Clean(m[0].Layers[len(m[0].Layers)-1]); sent != "" && last != sent && last != "blobs/sha256/"+topHex {
-				return out, errs.New(errs.Internal, "the engine's manifest puts %s on top, not %s", last, sent)
-			}
-			checked = true
+		if ctx.Err() != nil {
+			return out, errs.New(errs.Interrupted, "interrupted")
 		}
+		nh := cleanHeader(h)
+		if nh == nil {
+			continue // sockets, devices: not in a layer mlc copies
+		}
+		if err := tw.WriteHeader(nh); err != nil {
+			return out, errs.Wrap(errs.Unavailable, err, "sending the changes")
+		}
+		if nh.Typeflag == tar.TypeReg {
+			n, err := io.Copy(tw, tr)
+			if err != nil {
+				return out, errs.Wrap(errs.Unavailable, err, "sending the changes")
+			}
+			out.Bytes += n
+		}
+		out.Entries++
 	}
-	if sent == "" || !checked {
-		return out, errs.New(errs.Internal, "the engine's save stream lacks the layer of changes (or its manifest)")
-	}
-	end, _ := json.Marshal(Trailer{DiffID: out.DiffID, Size: out.Size})
-	if err := tw.WriteHeader(&tar.Header{Name: "end.json", Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(end))}); err != nil {
-		return out, errs.Wrap(errs.Unavailable, err, "sending the layer")
+	end, _ := json.Marshal(out)
+	if err := tw.WriteHeader(&tar.Header{Name: "mlc-copy-end", Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(end)),
+		PAXRecords: map[string]string{endKey: "1"}, Format: tar.FormatPAX}); err != nil {
+		return out, errs.Wrap(errs.Unavailable, err, "sending the changes")
 	}
 	if _, err := tw.Write(end); err != nil {
-		return out, errs.Wrap(errs.Unavailable, err, "sending the layer")
+		return out, errs.Wrap(errs.Unavailable, err, "sending the changes")
 	}
 	return out, tw.Close()
 }
 
-// ImportChanges reads the wire format from r and loads, into this engine, an
-// image made of base (this engine's copy of the catalogue image) and the
-// received layer, with base's own configuration: nothing of the sender's
-// image settings (user, labels, environment, entrypoint) and no tag comes
-// along. The stream is checked as it goes: one layer of at most max bytes,
-// the trailer naming the diff id it hashes to, nothing else. It returns the
-// new image's id (untagged). An error leaves no image behind.
-func (c *Client) ImportChanges(ctx context.Context, r io.Reader, base ImageConfig, max int64, progress func(n int64)) (string, error) {
-	loadTar, done := c.startLoad(ctx)
-	id, err := buildLoad(r, base, max, loadTar, progress)
-	loadTar.CloseWithError(err)
-	lerr := <-done
-	if err != nil {
-		return "", err
+// cleanHeader is h with only what a layer entry may carry, or nil for an
+// entry that is not copied. Names are relative and clean; none leaves the
+// root.
+func cleanHeader(h *tar.Header) *tar.Header {
+	name := path.Clean("/" + h.Name)[1:]
+	if name == "" {
+		return nil
 	}
-	if lerr != nil {
-		return "", lerr
+	nh := &tar.Header{Name: name, Mode: h.Mode & 0o7777, Uid: h.Uid, Gid: h.Gid, ModTime: h.ModTime, Typeflag: h.Typeflag, Format: tar.FormatPAX}
+	switch h.Typeflag {
+	case tar.TypeReg:
+		if !plainFile(h) {
+			return nil
+		}
+		nh.Size = h.Size
+	case tar.TypeDir:
+		nh.Name += "/"
+	case tar.TypeSymlink:
+		nh.Linkname = h.Linkname
+	case tar.TypeLink:
+		l := path.Clean("/" + h.Linkname)[1:]
+		if l == "" {
+			return nil
+		}
+		nh.Linkname = l
+	case tar.TypeFifo:
+	default:
+		return nil
 	}
-	if _, err := c.ImageIDOf(ctx, id); err != nil {
-		return "", errs.Wrap(errs.Internal, err, "the engine did not keep the copied image")
-	}
-	return id, nil
+	return nh
 }
 
-// startLoad starts an image load whose body is the returned pipe; done
-// yields the load's result once the pipe is closed.
-func (c *Client) startLoad(ctx context.Context) (*io.PipeWriter, <-chan error) {
+// Received is what ImportChanges took in.
+type Received struct {
+	Exported
+	Deleted int `json:"deleted"`
+}
+
+// ImportChanges reads a wire stream (ExportChanges's) from r into the
+// created, never started container id: files through the engine's own
+// archive API (which keeps every path inside the container), deletions (the
+// .wh. entries) as the overlay2 driver itself records them, in the
+// container's upper directory, fd-relative. The stream is the user's, so it
+// is checked as it goes: no devices, no sparse files, names inside the
+// root, at most max bytes of contents, and the trailer must say what
+// arrived. On error the container is left for the caller to remove.
+func (c *Client) ImportChanges(ctx context.Context, id string, r io.Reader, max int64, progress func(int64)) (Received, error) {
+	rt, err := c.Runtime(ctx, id)
+	if err != nil {
+		return Received{}, err
+	}
+	if rt.UpperDir == "" {
+		return Received{}, errs.New(errs.Unavailable, "this server's storage driver is not overlay2, so mlc cannot take in a copy")
+	}
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		resp, err := c.api.ImageLoad(ctx, pr, client.ImageLoadWithQuiet(true))
-		if err != nil {
-			pr.CloseWithError(err)
-			done <- c.classify(err, "loading the copied layer")
-			return
-		}
-		defer resp.Body.Close()
-		err = jsonmessage.DisplayJSONMessagesStream(resp.Body, io.Discard, 0, false, nil)
+		err := c.api.CopyToContainer(ctx, id, "/", pr, container.CopyToContainerOptions{CopyUIDGID: false, AllowOverwriteDirWithFile: true})
 		pr.CloseWithError(io.ErrClosedPipe)
-		if err != nil {
-			done <- errs.New(errs.Unavailable, "the engine refused the copied layer: %s", firstLine(err.Error()))
-			return
-		}
-		done <- nil
+		done <- err
 	}()
-	return pw, done
+	wh, got, err := splitStream(r, pw, max, progress)
+	pw.CloseWithError(err)
+	cerr := <-done
+	if cerr != nil && (err == nil || errors.Is(err, io.ErrClosedPipe)) {
+		// The engine stopped reading: its refusal is the cause.
+		return got, c.classify(cerr, "writing the copied files")
+	}
+	if err != nil {
+		return got, err
+	}
+	got.Deleted = len(wh.deleted) + len(wh.opaque)
+	return got, applyWhiteouts(rt.UpperDir, wh)
 }
 
-// buildLoad turns the wire stream into an engine load stream on w and
-// returns the id the loaded image will have.
-func buildLoad(r io.Reader, base ImageConfig, max int64, w io.Writer, progress func(int64)) (string, error) {
+// whiteouts are the deletions of a layer: paths deleted, and directories
+// whose lower contents are hidden (opaque).
+type whiteouts struct {
+	deleted, opaque []string
+}
+
+// splitStream copies the file entries of the wire stream r to w (a tar for
+// the archive API) and returns its deletions and what it carried.
+func splitStream(r io.Reader, w io.Writer, max int64, progress func(int64)) (whiteouts, Received, error) {
+	var wh whiteouts
+	var got Received
 	tr := tar.NewReader(r)
-	h, err := tr.Next()
-	if err != nil {
-		return "", errs.Wrap(errs.Usage, err, "reading the copy stream")
-	}
-	if h.Name != "layer.tar" || !plainFile(h) || h.Size < 0 {
-		return "", errs.New(errs.Usage, "the copy stream does not start with a layer")
-	}
-	if h.Size > max {
-		return "", errs.New(errs.Quota, "the changes are %s; this server takes at most %s now", humanBytes(h.Size), humanBytes(max))
-	}
 	tw := tar.NewWriter(w)
-	const dir = "mlc-copy"
-	if err := tw.WriteHeader(&tar.Header{Name: dir + "/layer.tar", Typeflag: tar.TypeReg, Mode: 0o600, Size: h.Size, Format: tar.FormatPAX}); err != nil {
-		return "", errs.Wrap(errs.Unavailable, err, "loading the copied layer")
-	}
-	sum := sha256.New()
-	var src io.Reader = io.TeeReader(tr, sum)
-	if progress != nil {
-		src = &countingReader{r: src, f: progress}
-	}
-	n, err := io.Copy(tw, src)
-	if err != nil {
-		return "", errs.Wrap(errs.Unavailable, err, "receiving the layer")
-	}
-	if n != h.Size {
-		return "", errs.New(errs.Unavailable, "the layer was cut short (%d of %d bytes)", n, h.Size)
-	}
-	diffID := "sha256:" + hex.EncodeToString(sum.Sum(nil))
-	h, err = tr.Next()
-	if err != nil || h.Name != "end.json" || !plainFile(h) || h.Size > 4096 {
-		return "", errs.New(errs.Unavailable, "the copy stream ended before its trailer: the copy was interrupted")
-	}
-	var end Trailer
-	if b, err := io.ReadAll(tr); err != nil || json.Unmarshal(b, &end) != nil {
-		return "", errs.New(errs.Unavailable, "the copy stream's trailer is unreadable")
-	}
-	if end.DiffID != diffID || end.Size != n {
-		return "", errs.New(errs.Unavailable, "the layer arrived damaged (its digest is %s, the sender's %s)", diffID, end.DiffID)
-	}
-	if _, err := tr.Next(); err != io.EOF {
-		return "", errs.New(errs.Usage, "the copy stream has more than a layer and its trailer")
-	}
-	layers := make([]string, 0, len(base.DiffIDs)+1)
-	for i := range base.DiffIDs {
-		// The engine has these layers (they are base's), so it never
-		// opens the files named here.
-		layers = append(layers, fmt.Sprintf("base-%d/layer.tar", i))
-	}
-	layers = append(layers, dir+"/layer.tar")
-	conf := map[string]any{
-		"architecture": base.Architecture, "os": base.OS, "config": base.Config,
-		"rootfs":  map[string]any{"type": "layers", "diff_ids": append(append([]string{}, base.DiffIDs...), diffID)},
-		"created": time.Now().UTC().Format(time.RFC3339Nano),
-		"comment": "mlc copy",
-	}
-	cb, err := json.Marshal(conf)
-	if err != nil {
-		return "", errs.Wrap(errs.Internal, err, "image configuration")
-	}
-	sumc := sha256.Sum256(cb)
-	cname := hex.EncodeToString(sumc[:]) + ".json"
-	mb, _ := json.Marshal([]map[string]any{{"Config": cname, "RepoTags": nil, "Layers": layers}})
-	for _, f := range []struct {
-		name string
-		b    []byte
-	}{{cname, cb}, {"manifest.json", mb}} {
-		if err := tw.WriteHeader(&tar.Header{Name: f.name, Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(f.b))}); err != nil {
-			return "", errs.Wrap(errs.Unavailable, err, "loading the copied layer")
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return wh, got, errs.New(errs.Unavailable, "the copy stream ended before its trailer: the copy was interrupted")
 		}
-		if _, err := tw.Write(f.b); err != nil {
-			return "", errs.Wrap(errs.Unavailable, err, "loading the copied layer")
+		if err != nil {
+			return wh, got, errs.Wrap(errs.Unavailable, err, "reading the copy stream")
+		}
+		if h.PAXRecords[endKey] == "1" {
+			var end Exported
+			b, err := io.ReadAll(io.LimitReader(tr, 4096))
+			if err != nil || json.Unmarshal(b, &end) != nil || end != got.Exported {
+				return wh, got, errs.New(errs.Unavailable, "the copy arrived damaged (%d entries, %d bytes; the sender says %s)", got.Entries, got.Bytes, strings.TrimSpace(string(b)))
+			}
+			if _, err := tr.Next(); err != io.EOF {
+				return wh, got, errs.New(errs.Usage, "the copy stream goes on after its trailer")
+			}
+			return wh, got, tw.Close()
+		}
+		nh := cleanHeader(h)
+		if nh == nil || nh.Typeflag == tar.TypeReg && nh.Size != h.Size {
+			return wh, got, errs.New(errs.Usage, "the copy stream has an entry mlc does not copy (%q, type %q)", h.Name, string(h.Typeflag))
+		}
+		got.Entries++
+		dir, base := path.Split(strings.TrimSuffix(nh.Name, "/"))
+		if strings.HasPrefix(base, ".wh.") {
+			switch {
+			case base == ".wh..wh..opq":
+				wh.opaque = append(wh.opaque, path.Clean("/" + dir)[1:])
+			case len(base) > 4 && base[4:] != "." && base[4:] != "..":
+				wh.deleted = append(wh.deleted, path.Join(dir, base[4:]))
+			default:
+				return wh, got, errs.New(errs.Usage, "the copy stream has a bad deletion %q", h.Name)
+			}
+			continue
+		}
+		if nh.Typeflag == tar.TypeReg {
+			if got.Bytes+nh.Size > max {
+				return wh, got, errs.New(errs.Quota, "the changes are more than %s, what this server takes now", humanBytes(max))
+			}
+		}
+		if err := tw.WriteHeader(nh); err != nil {
+			return wh, got, errs.Wrap(errs.Unavailable, err, "writing the copied files")
+		}
+		if nh.Typeflag == tar.TypeReg {
+			var src io.Reader = tr
+			if progress != nil {
+				src = &countingReader{r: tr, f: progress}
+			}
+			n, err := io.Copy(tw, src)
+			got.Bytes += n
+			if err != nil {
+				return wh, got, errs.Wrap(errs.Unavailable, err, "receiving the changes")
+			}
 		}
 	}
-	if err := tw.Close(); err != nil {
-		return "", errs.Wrap(errs.Unavailable, err, "loading the copied layer")
+}
+
+// applyWhiteouts records the deletions in the container's upper directory as
+// overlay2 does: a 0/0 character device for a deleted path, the
+// trusted.overlay.opaque attribute for an opaque directory. Every path is
+// opened below upper through os.Root (links the copy made cannot lead out)
+// and the last component is never followed.
+func applyWhiteouts(upper string, wh whiteouts) error {
+	root, err := os.OpenRoot(upper)
+	if err != nil {
+		return errs.Wrap(errs.Internal, err, "the container's upper directory")
 	}
-	return "sha256:" + hex.EncodeToString(sumc[:]), nil
+	defer root.Close()
+	for _, p := range wh.deleted {
+		dir, name := path.Split(p)
+		if dir == "" {
+			dir = "."
+		}
+		if err := root.MkdirAll(dir, 0o755); err != nil {
+			return errs.Wrap(errs.Internal, err, "recording the deletion of /%s", p)
+		}
+		if err := root.RemoveAll(p); err != nil {
+			return errs.Wrap(errs.Internal, err, "recording the deletion of /%s", p)
+		}
+		d, err := root.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return errs.Wrap(errs.Internal, err, "recording the deletion of /%s", p)
+		}
+		err = unix.Mknodat(int(d.Fd()), name, unix.S_IFCHR, 0)
+		d.Close()
+		if err != nil {
+			return errs.Wrap(errs.Internal, err, "recording the deletion of /%s", p)
+		}
+	}
+	for _, p := range wh.opaque {
+		if p == "" {
+			p = "."
+		}
+		if err := root.MkdirAll(p, 0o755); err != nil {
+			return errs.Wrap(errs.Internal, err, "recording /%s as replaced", p)
+		}
+		d, err := root.OpenFile(p, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return errs.Wrap(errs.Internal, err, "recording /%s as replaced", p)
+		}
+		err = unix.Fsetxattr(int(d.Fd()), "trusted.overlay.opaque", []byte("y"), 0)
+		d.Close()
+		if err != nil {
+			return errs.Wrap(errs.Internal, err, "recording /%s as replaced", p)
+		}
+	}
+	return nil
 }
 
 // plainFile is whether h is a regular file stored whole: not a sparse one,

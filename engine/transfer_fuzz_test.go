@@ -3,129 +3,140 @@ package engine
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
+	"context"
 	"io"
+	"strings"
 	"testing"
+	"time"
 )
 
-// wire builds a wire stream: a layer and its trailer.
-func wire(layer []byte, trailer Trailer) []byte {
+type entry struct {
+	name, link string
+	typ        byte
+	body       string
+}
+
+// layerTar is a layer as the engine writes one.
+func layerTar(es ...entry) []byte {
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
-	tw.WriteHeader(&tar.Header{Name: "layer.tar", Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(layer))})
-	tw.Write(layer)
-	end, _ := json.Marshal(trailer)
-	tw.WriteHeader(&tar.Header{Name: "end.json", Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(end))})
-	tw.Write(end)
+	for _, e := range es {
+		tw.WriteHeader(&tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: 0o644, Size: int64(len(e.body)),
+			ModTime: time.Unix(1e9, 0), Uid: 1000, Gid: 1000, Xattrs: map[string]string{"user.x": "y"}})
+		tw.Write([]byte(e.body))
+	}
 	tw.Close()
 	return b.Bytes()
 }
 
-func digest(b []byte) string {
-	s := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(s[:])
+func wireOf(t testing.TB, layer []byte) []byte {
+	var w bytes.Buffer
+	if _, err := copyLayer(context.Background(), bytes.NewReader(layer), &w); err != nil {
+		t.Fatal(err)
+	}
+	return w.Bytes()
 }
 
-var fuzzBase = ImageConfig{DiffIDs: []string{"sha256:" + string(bytes.Repeat([]byte("a"), 64))}, OS: "linux", Architecture: "amd64",
-	Config: json.RawMessage(`{"Env":["PATH=/bin"]}`)}
-
-// What the target hands the engine is only ever: the received layer (whole,
-// its digest checked), a config of its own and a manifest without tags.
-func checkLoad(t *testing.T, out []byte) {
+// checkArchive: what the target hands the engine's archive API is only
+// plain entries inside the root, without .wh. files.
+func checkArchive(t *testing.T, out []byte) []string {
 	tr := tar.NewReader(bytes.NewReader(out))
 	var names []string
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			break
+			return names
 		}
 		if err != nil {
-			t.Fatalf("the load stream is not a tar: %v", err)
+			t.Fatalf("the archive is not a tar: %v", err)
+		}
+		switch h.Typeflag {
+		case tar.TypeReg, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
+		default:
+			t.Fatalf("entry %q of type %q", h.Name, h.Typeflag)
+		}
+		if strings.HasPrefix(h.Name, "/") || strings.Contains("/"+h.Name+"/", "/../") || strings.Contains(h.Name, ".wh.") ||
+			len(h.PAXRecords) > 0 && h.PAXRecords[endKey] != "" {
+			t.Fatalf("entry %q passed", h.Name)
 		}
 		names = append(names, h.Name)
-		if h.Name == "manifest.json" {
-			b, _ := io.ReadAll(tr)
-			var m []struct {
-				RepoTags []string
-				Layers   []string
-			}
-			if json.Unmarshal(b, &m) != nil || len(m) != 1 || len(m[0].RepoTags) != 0 || len(m[0].Layers) != len(fuzzBase.DiffIDs)+1 {
-				t.Fatalf("manifest %s", b)
-			}
-		}
-	}
-	if len(names) != 3 || names[0] != "mlc-copy/layer.tar" || names[2] != "manifest.json" {
-		t.Fatalf("load stream entries %v", names)
 	}
 }
 
-func TestBuildLoad(t *testing.T) {
-	layer := []byte("pretend this is a layer tar")
+func TestSplitStream(t *testing.T) {
+	layer := layerTar(entry{"etc/", "", tar.TypeDir, ""}, entry{"etc/motd", "", tar.TypeReg, "hi"}, entry{"bin/.wh.vi", "", tar.TypeReg, ""},
+		entry{"opt/d/.wh..wh..opq", "", tar.TypeReg, ""}, entry{"../../escape", "", tar.TypeReg, "x"}, entry{"dev/sda", "", tar.TypeBlock, ""},
+		entry{"l", "/etc/motd", tar.TypeLink, ""})
+	wire := wireOf(t, layer)
 	var out bytes.Buffer
-	id, err := buildLoad(bytes.NewReader(wire(layer, Trailer{DiffID: digest(layer), Size: int64(len(layer))})), fuzzBase, 1<<20, &out, nil)
-	if err != nil || len(id) != 71 {
-		t.Fatalf("%q %v", id, err)
+	var counted int64
+	wh, got, err := splitStream(bytes.NewReader(wire), &out, 1<<20, func(n int64) { counted += n })
+	if err != nil {
+		t.Fatal(err)
 	}
-	checkLoad(t, out.Bytes())
+	names := checkArchive(t, out.Bytes())
+	if strings.Join(names, " ") != "etc/ etc/motd escape l" || strings.Join(wh.deleted, " ") != "bin/vi" || strings.Join(wh.opaque, " ") != "opt/d" {
+		t.Fatalf("archive %v, deleted %v, opaque %v", names, wh.deleted, wh.opaque)
+	}
+	if got.Entries != 6 || got.Bytes != 3 || counted != 3 {
+		t.Fatalf("received %+v, counted %d", got, counted)
+	}
 	for name, in := range map[string][]byte{
-		"bad digest":   wire(layer, Trailer{DiffID: digest([]byte("other")), Size: int64(len(layer))}),
-		"no trailer":   wire(layer, Trailer{})[:1024+512],
-		"cut":          wire(layer, Trailer{DiffID: digest(layer)})[:600],
+		"cut short":    wire[:len(wire)-2048],
+		"no trailer":   layer,
 		"empty":        nil,
-		"over the cap": wire(bytes.Repeat([]byte("x"), 2<<20), Trailer{}),
+		"over the cap": wireOf(t, layerTar(entry{"big", "", tar.TypeReg, strings.Repeat("x", 2<<20)})),
+		"a device":     append(layerTar(entry{"dev/sda", "", tar.TypeBlock, ""})[:512], make([]byte, 1024)...),
+		"bad deletion": wireOf(t, layerTar(entry{"a/.wh...", "", tar.TypeReg, ""})),
 	} {
-		if _, err := buildLoad(bytes.NewReader(in), fuzzBase, 1<<20, io.Discard, nil); err == nil {
+		if _, _, err := splitStream(bytes.NewReader(in), io.Discard, 1<<20, nil); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+	// A trailer that does not match what came is refused.
+	bad := bytes.Replace(wire, []byte(`"bytes":3`), []byte(`"bytes":4`), 1)
+	if _, _, err := splitStream(bytes.NewReader(bad), io.Discard, 1<<20, nil); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("a wrong trailer: %v", err)
+	}
 }
 
-// FuzzBuildLoad: whatever a user sends the target (it comes from their own
-// ssh), the target never panics and hands the engine nothing but a checked
-// layer, its own config and a manifest without tags.
-func FuzzBuildLoad(f *testing.F) {
-	layer := []byte("layer bytes")
-	f.Add(wire(layer, Trailer{DiffID: digest(layer), Size: int64(len(layer))}))
-	f.Add(wire(nil, Trailer{}))
+// FuzzSplitStream: whatever a user sends the target (it comes from their
+// own ssh), the target never panics and hands the engine only plain entries
+// inside the root.
+func FuzzSplitStream(f *testing.F) {
+	f.Add(wireOf(f, layerTar(entry{"a/", "", tar.TypeDir, ""}, entry{"a/f", "", tar.TypeReg, "data"}, entry{"a/.wh.g", "", tar.TypeReg, ""})))
 	f.Add([]byte("not a tar at all"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var out bytes.Buffer
-		if _, err := buildLoad(bytes.NewReader(in), fuzzBase, 1<<16, &out, nil); err == nil {
-			checkLoad(t, out.Bytes())
+		wh, _, err := splitStream(bytes.NewReader(in), &out, 1<<16, nil)
+		if err != nil {
+			return
+		}
+		checkArchive(t, out.Bytes())
+		for _, p := range append(wh.deleted, wh.opaque...) {
+			if strings.HasPrefix(p, "/") || strings.Contains("/"+p+"/", "/../") {
+				t.Fatalf("deletion %q leaves the root", p)
+			}
 		}
 	})
 }
 
-// FuzzCutLayer: the source's reading of the engine's save stream never
-// panics, and what it sends is a whole wire stream.
-func FuzzCutLayer(f *testing.F) {
-	var save bytes.Buffer
-	tw := tar.NewWriter(&save)
-	layer := []byte("the changes")
-	top := digest(layer)
-	for _, e := range []struct {
-		name string
-		body []byte
-	}{{"abc/json", []byte(`{"id":"abc","config":{}}`)}, {"abc/layer.tar", layer}, {"manifest.json", []byte(`[{"Layers":["abc/layer.tar"]}]`)}} {
-		tw.WriteHeader(&tar.Header{Name: e.name, Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(e.body))})
-		tw.Write(e.body)
-	}
-	tw.Close()
-	var w bytes.Buffer
-	if _, err := cutLayer(bytes.NewReader(save.Bytes()), top, &w); err != nil {
-		f.Fatal(err)
-	}
-	f.Add(save.Bytes(), top)
-	f.Fuzz(func(t *testing.T, in []byte, top string) {
+// FuzzCopyLayer: any layer the source reads becomes a stream the target
+// takes whole.
+func FuzzCopyLayer(f *testing.F) {
+	f.Add(layerTar(entry{"a/", "", tar.TypeDir, ""}, entry{"a/f", "", tar.TypeReg, "data"}, entry{"a/.wh.g", "", tar.TypeReg, ""}))
+	f.Fuzz(func(t *testing.T, layer []byte) {
 		var w bytes.Buffer
-		exp, err := cutLayer(bytes.NewReader(in), top, &w)
+		sent, err := copyLayer(context.Background(), bytes.NewReader(layer), &w)
 		if err != nil {
 			return
 		}
-		if _, err := buildLoad(bytes.NewReader(w.Bytes()), fuzzBase, 1<<30, io.Discard, nil); err != nil {
-			t.Fatalf("cutLayer sent %+v that the target refuses: %v", exp, err)
+		_, got, err := splitStream(bytes.NewReader(w.Bytes()), io.Discard, 1<<40, nil)
+		if err != nil && !strings.Contains(err.Error(), "bad deletion") {
+			t.Fatalf("sent %+v, the target refuses: %v", sent, err)
+		}
+		if err == nil && got.Exported != sent {
+			t.Fatalf("sent %+v, got %+v", sent, got)
 		}
 	})
 }

@@ -300,10 +300,9 @@ Examples:
 			Name: "copy-send", Hidden: true, ArgsUsage: "NAME", Usage: "the source half of mlc copy",
 			Flags: []cli.Flag{
 				&cli.BoolFlag{Name: "describe", Usage: "print the container's settings as JSON"},
-				&cli.StringFlag{Name: "have", Usage: "the target's image layers, comma-separated"},
 			},
 			Action: func(c *cli.Context) error {
-				if err := argsBetween(c, 1, 1, "mlc copy-send NAME (--describe | --have LAYERS)"); err != nil {
+				if err := argsBetween(c, 1, 1, "mlc copy-send NAME [--describe]"); err != nil {
 					return err
 				}
 				m, a, err := s.managerActor(c)
@@ -317,12 +316,8 @@ Examples:
 					}
 					return json.NewEncoder(s.out).Encode(d)
 				}
-				var have []string
-				if v := c.String("have"); v != "" {
-					have = strings.Split(v, ",")
-				}
 				w := bufio.NewWriterSize(s.out, 1<<20)
-				if err := m.CopyOut(s.ctx, a, c.Args().First(), have, w); err != nil {
+				if err := m.CopyOut(s.ctx, a, c.Args().First(), w); err != nil {
 					return err
 				}
 				return w.Flush()

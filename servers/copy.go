@@ -170,13 +170,13 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 		return fail(r.Failure(req.To, err, recvErr.String(), ctx))
 	}
 
-	send := r.local(ctx, "copy-send", req.Name, "--have", strings.Join(reply.Layers, ","))
+	send := r.local(ctx, "copy-send", req.Name)
 	sendOut, err := send.StdoutPipe()
 	if err != nil {
 		return fail(errs.Wrap(errs.Internal, err, "starting the copy"))
 	}
 	var sendErr strings.Builder
-	// Its phases (committing, sending) are for the user; its error is ours to say.
+	// Its phases (pausing, sending) are for the user; its error is ours to say.
 	send.Stderr = io.MultiWriter(&limited{w: &sendErr, n: 8192}, &phaseLines{w: req.Progress})
 	if err := send.Start(); err != nil {
 		return fail(errs.Wrap(errs.Internal, err, "starting mlc copy-send"))
@@ -185,10 +185,20 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 		what: fmt.Sprintf("copying %s to %s", req.Name, req.To.Name)}
 	n, cerr := io.Copy(recvIn, io.TeeReader(sendOut, bar))
 	bar.done()
-	if serr := send.Wait(); serr != nil {
-		return fail(r.Failure(config.Server{Name: r.hereName()}, serr, sendErr.String(), ctx))
-	}
 	if cerr != nil {
+		// The receiver is gone: the sender must not block writing to us.
+		sendOut.Close()
+	}
+	serr := send.Wait()
+	if serr != nil || cerr != nil {
+		// Which side gave up first: a receiver that refused the stream
+		// makes the sender fail on a closed pipe, which says nothing.
+		if rerr := finishRecv(); rerr != nil {
+			return fail(rerr)
+		}
+		if serr != nil {
+			return fail(r.Failure(config.Server{Name: r.hereName()}, serr, sendErr.String(), ctx))
+		}
 		return fail(r.Failure(req.To, cerr, recvErr.String(), ctx))
 	}
 	ev, err := readEvent(events, "created")
@@ -287,8 +297,8 @@ func firstBytes(b []byte) string {
 	return strings.TrimSpace(string(b))
 }
 
-// phaseLines passes the sender's lines to w, but not its "mlc: ..." error,
-// which Copy reports itself.
+// phaseLines passes the sender's phase lines to w; its error Copy reports
+// itself, and nothing else it prints is for the user.
 type phaseLines struct {
 	w   io.Writer
 	buf []byte
@@ -304,7 +314,7 @@ func (p *phaseLines) Write(b []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		if line := p.buf[:i+1]; !bytes.HasPrefix(line, []byte("mlc: ")) {
+		if line := p.buf[:i+1]; bytes.HasPrefix(line, []byte("pausing ")) || bytes.HasPrefix(line, []byte("sending ")) {
 			p.w.Write(line)
 		}
 		p.buf = p.buf[i+1:]
