@@ -32,7 +32,7 @@ import (
 type Transfer interface {
 	ImageConfig(ctx context.Context, ref string) (engine.ImageConfig, error)
 	Detail(ctx context.Context, id string) (engine.Detail, error)
-	ExportChanges(ctx context.Context, id string, w io.Writer, phase func(string)) (engine.Exported, error)
+	ExportChanges(ctx context.Context, id string, w io.Writer, phase func(string), progress func(int64)) (engine.Exported, error)
 	ImportChanges(ctx context.Context, id string, r io.Reader, max int64, progress func(int64)) (engine.Received, error)
 	FreeDisk(ctx context.Context) (int64, error)
 }
@@ -167,11 +167,23 @@ func (m *Manager) CopyOut(ctx context.Context, a Actor, name string, w io.Writer
 	if err != nil {
 		return err
 	}
+	// Progress lines for the user's mlc, at most four a second and the last.
+	var last time.Time
+	var n int64
 	sent, err = t.ExportChanges(ctx, c.ID, w, func(phase string) {
 		if m.Progress != nil {
 			fmt.Fprintf(m.Progress, "%s %s\n", phase, name)
 		}
+	}, func(b int64) {
+		n = b
+		if m.Progress != nil && time.Since(last) > 250*time.Millisecond {
+			last = time.Now()
+			fmt.Fprintf(m.Progress, "progress %d\n", b)
+		}
 	})
+	if m.Progress != nil {
+		fmt.Fprintf(m.Progress, "progress %d\n", n)
+	}
 	return err
 }
 

@@ -7,5 +7,5 @@ import (
 
 // CopyLayerForTest is copyLayer, for the integration tests.
 func CopyLayerForTest(layer io.Reader, w io.Writer) (Exported, error) {
-	return copyLayer(context.Background(), layer, w)
+	return copyLayer(context.Background(), layer, w, nil)
 }

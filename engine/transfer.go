@@ -125,7 +125,7 @@ const endKey = "MLC.copy.end"
 // (overlay2), as the engine itself reads it for a commit, with the
 // container paused meanwhile (as commit pauses it) so that nothing in it
 // changes, or is swapped for a link, while it is read.
-func (c *Client) ExportChanges(ctx context.Context, id string, w io.Writer, phase func(string)) (Exported, error) {
+func (c *Client) ExportChanges(ctx context.Context, id string, w io.Writer, phase func(string), progress func(int64)) (Exported, error) {
 	rt, err := c.Runtime(ctx, id)
 	if err != nil {
 		return Exported{}, err
@@ -150,15 +150,16 @@ func (c *Client) ExportChanges(ctx context.Context, id string, w io.Writer, phas
 		return Exported{}, errs.Wrap(errs.Internal, err, "reading the changes of %s", short(id))
 	}
 	defer rc.Close()
-	return copyLayer(ctx, rc, w)
+	return copyLayer(ctx, rc, w, progress)
 }
 
 // copyLayer re-writes a layer tar to w entry by entry (fresh headers: name,
 // link, type, mode, owner, time and size only) and adds the trailer.
-func copyLayer(ctx context.Context, layer io.Reader, w io.Writer) (Exported, error) {
+func copyLayer(ctx context.Context, layer io.Reader, w io.Writer, progress func(int64)) (Exported, error) {
 	tr := tar.NewReader(layer)
 	tw := tar.NewWriter(w)
 	var out Exported
+	buf := make([]byte, 1<<20)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -178,11 +179,16 @@ func copyLayer(ctx context.Context, layer io.Reader, w io.Writer) (Exported, err
 			return out, errs.Wrap(errs.Unavailable, err, "sending the changes")
 		}
 		if nh.Typeflag == tar.TypeReg {
-			n, err := io.Copy(tw, tr)
+			var src io.Reader = tr
+			if progress != nil {
+				base := out.Bytes
+				src = &countingReader{r: tr, f: func(k int64) { base += k; progress(base) }}
+			}
+			n, err := io.CopyBuffer(tw, src, buf)
+			out.Bytes += n
 			if err != nil {
 				return out, errs.Wrap(errs.Unavailable, err, "sending the changes")
 			}
-			out.Bytes += n
 		}
 		out.Entries++
 	}
@@ -283,6 +289,7 @@ type whiteouts struct {
 func splitStream(r io.Reader, w io.Writer, max int64, progress func(int64)) (whiteouts, Received, error) {
 	var wh whiteouts
 	var got Received
+	buf := make([]byte, 1<<20)
 	tr := tar.NewReader(r)
 	tw := tar.NewWriter(w)
 	for {
@@ -334,7 +341,7 @@ func splitStream(r io.Reader, w io.Writer, max int64, progress func(int64)) (whi
 			if progress != nil {
 				src = &countingReader{r: tr, f: progress}
 			}
-			n, err := io.Copy(tw, src)
+			n, err := io.CopyBuffer(tw, src, buf)
 			got.Bytes += n
 			if err != nil {
 				return wh, got, errs.Wrap(errs.Unavailable, err, "receiving the changes")

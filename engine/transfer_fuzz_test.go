@@ -31,7 +31,7 @@ func layerTar(es ...entry) []byte {
 
 func wireOf(t testing.TB, layer []byte) []byte {
 	var w bytes.Buffer
-	if _, err := copyLayer(context.Background(), bytes.NewReader(layer), &w); err != nil {
+	if _, err := copyLayer(context.Background(), bytes.NewReader(layer), &w, nil); err != nil {
 		t.Fatal(err)
 	}
 	return w.Bytes()
@@ -127,7 +127,7 @@ func FuzzCopyLayer(f *testing.F) {
 	f.Add(layerTar(entry{"a/", "", tar.TypeDir, ""}, entry{"a/f", "", tar.TypeReg, "data"}, entry{"a/.wh.g", "", tar.TypeReg, ""}))
 	f.Fuzz(func(t *testing.T, layer []byte) {
 		var w bytes.Buffer
-		sent, err := copyLayer(context.Background(), bytes.NewReader(layer), &w)
+		sent, err := copyLayer(context.Background(), bytes.NewReader(layer), &w, nil)
 		if err != nil {
 			return
 		}

@@ -52,11 +52,12 @@ func TestExportImportChanges(t *testing.T) {
 	}
 	var wire bytes.Buffer
 	var phases []string
-	exp, err := c.ExportChanges(ctx, src, &wire, func(p string) { phases = append(phases, p) })
+	var progressed int64
+	exp, err := c.ExportChanges(ctx, src, &wire, func(p string) { phases = append(phases, p) }, func(n int64) { progressed = n })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if exp.Bytes < 10 || int64(wire.Len()) > exp.Bytes+exp.Entries*2048+4096 || strings.Join(phases, ",") != "pausing,sending" {
+	if exp.Bytes < 10 || progressed != exp.Bytes || int64(wire.Len()) > exp.Bytes+exp.Entries*2048+4096 || strings.Join(phases, ",") != "pausing,sending" {
 		t.Fatalf("exported %+v in %d wire bytes, phases %v", exp, wire.Len(), phases)
 	}
 	// The source is untouched: running again, not paused.

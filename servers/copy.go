@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,7 +40,7 @@ type CopyResult struct {
 	Workspace string   `json:"workspace"`
 	GPUs      []string `json:"gpus"`
 	Publish   []string `json:"publish,omitempty"`
-	Bytes     int64    `json:"layer_bytes"`
+	Bytes     int64    `json:"bytes"` // file contents sent
 	Synced    bool     `json:"workspace_synced"`
 	Moved     bool     `json:"moved"`
 	Notes     []string `json:"notes,omitempty"`
@@ -124,19 +125,28 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 	}
 
 	// The receiver on the target, then the sender here, joined by a pipe
-	// through this process (which counts the bytes).
-	recv := r.Command(ctx, req.To, recvArgs, false)
-	recvIn, err := recv.StdinPipe()
+	// that does not pass through this process: the sender writes straight
+	// into ssh. This process writes to the same pipe only before the sender
+	// starts (the settings) and after it ended ("start"), and counts the
+	// bytes from the sender's progress lines.
+	pipeR, pipeW, err := os.Pipe()
 	if err != nil {
 		return nil, errs.Wrap(errs.Internal, err, "starting the copy")
 	}
+	recv := r.Command(ctx, req.To, recvArgs, false)
+	recv.Stdin = pipeR
 	recvOut, err := recv.StdoutPipe()
 	if err != nil {
+		pipeR.Close()
+		pipeW.Close()
 		return nil, errs.Wrap(errs.Internal, err, "starting the copy")
 	}
 	var recvErr strings.Builder
 	recv.Stderr = &limited{w: &recvErr, n: 8192}
-	if err := recv.Start(); err != nil {
+	err = recv.Start()
+	pipeR.Close() // ssh has it
+	if err != nil {
+		pipeW.Close()
 		return nil, errs.Wrap(errs.Unavailable, err, "starting ssh")
 	}
 	events := bufio.NewReader(recvOut)
@@ -146,7 +156,7 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 			return nil
 		}
 		recvDone = true
-		recvIn.Close()
+		pipeW.Close()
 		io.Copy(io.Discard, events)
 		if err := recv.Wait(); err != nil {
 			return r.Failure(req.To, err, recvErr.String(), ctx)
@@ -166,41 +176,35 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 		}
 		return nil, err
 	}
-	if _, err := recvIn.Write(append(bytes.TrimSpace(desc), '\n')); err != nil {
+	if _, err := pipeW.Write(append(bytes.TrimSpace(desc), '\n')); err != nil {
 		return fail(r.Failure(req.To, err, recvErr.String(), ctx))
 	}
 
 	send := r.local(ctx, "copy-send", req.Name)
-	sendOut, err := send.StdoutPipe()
-	if err != nil {
-		return fail(errs.Wrap(errs.Internal, err, "starting the copy"))
-	}
+	send.Stdout = pipeW
+	bar := &progress{w: req.Progress, terminal: req.Terminal, total: settings.Changes, start: time.Now(),
+		what: fmt.Sprintf("copying %s to %s", req.Name, req.To.Name)}
 	var sendErr strings.Builder
-	// Its phases (pausing, sending) are for the user; its error is ours to say.
-	send.Stderr = io.MultiWriter(&limited{w: &sendErr, n: 8192}, &phaseLines{w: req.Progress})
+	// Its phases (pausing, sending) and progress are for the user; its
+	// error is ours to say.
+	send.Stderr = io.MultiWriter(&limited{w: &sendErr, n: 8192}, &phaseLines{w: req.Progress, bar: bar})
 	if err := send.Start(); err != nil {
 		return fail(errs.Wrap(errs.Internal, err, "starting mlc copy-send"))
 	}
-	bar := &progress{w: req.Progress, terminal: req.Terminal, total: settings.Changes, start: time.Now(),
-		what: fmt.Sprintf("copying %s to %s", req.Name, req.To.Name)}
-	n, cerr := io.Copy(recvIn, io.TeeReader(sendOut, bar))
-	bar.done()
-	if cerr != nil {
-		// The receiver is gone: the sender must not block writing to us.
-		sendOut.Close()
-	}
 	serr := send.Wait()
-	if serr != nil || cerr != nil {
+	bar.done()
+	if serr != nil {
 		// Which side gave up first: a receiver that refused the stream
 		// makes the sender fail on a closed pipe, which says nothing.
-		if rerr := finishRecv(); rerr != nil {
-			return fail(rerr)
+		why := lastLine(sendErr.String())
+		if strings.Contains(why, "broken pipe") || strings.Contains(why, "closed pipe") {
+			if rerr := finishRecv(); rerr != nil {
+				return fail(rerr)
+			}
 		}
-		if serr != nil {
-			return fail(r.Failure(config.Server{Name: r.hereName()}, serr, sendErr.String(), ctx))
-		}
-		return fail(r.Failure(req.To, cerr, recvErr.String(), ctx))
+		return fail(r.Failure(config.Server{Name: r.hereName()}, serr, sendErr.String(), ctx))
 	}
+	n := bar.sent()
 	ev, err := readEvent(events, "created")
 	if err != nil {
 		_ = finishRecv()
@@ -215,7 +219,7 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 	if !reply.Shared && settings.WsPath != "" {
 		say("syncing the workspace %s to %s:%s", settings.Workspace, req.To.Name, ev.Workspace)
 		if err := r.rsync(ctx, req, settings.WsPath, ev.Workspace); err != nil {
-			fmt.Fprintln(recvIn, "abort")
+			fmt.Fprintln(pipeW, "abort")
 			return fail(err)
 		}
 		res.Synced = true
@@ -225,7 +229,7 @@ func (r *Runner) Copy(ctx context.Context, req CopyRequest) (*CopyResult, error)
 		return fail(ctx.Err())
 	}
 	startSent = true
-	if _, err := fmt.Fprintln(recvIn, "start"); err != nil {
+	if _, err := fmt.Fprintln(pipeW, "start"); err != nil {
 		return fail(r.Failure(req.To, err, recvErr.String(), ctx))
 	}
 	if _, err := readEvent(events, "started"); err != nil {
@@ -301,12 +305,13 @@ func firstBytes(b []byte) string {
 // itself, and nothing else it prints is for the user.
 type phaseLines struct {
 	w   io.Writer
+	bar *progress
 	buf []byte
 }
 
 func (p *phaseLines) Write(b []byte) (int, error) {
 	if p.w == nil {
-		return len(b), nil
+		p.w = io.Discard
 	}
 	p.buf = append(p.buf, b...)
 	for {
@@ -314,7 +319,13 @@ func (p *phaseLines) Write(b []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		if line := p.buf[:i+1]; bytes.HasPrefix(line, []byte("pausing ")) || bytes.HasPrefix(line, []byte("sending ")) {
+		line := p.buf[:i+1]
+		switch {
+		case bytes.HasPrefix(line, []byte("progress ")):
+			if n, err := strconv.ParseInt(string(bytes.TrimSpace(line[9:])), 10, 64); err == nil && p.bar != nil {
+				p.bar.set(n)
+			}
+		case bytes.HasPrefix(line, []byte("pausing ")) || bytes.HasPrefix(line, []byte("sending ")):
 			p.w.Write(line)
 		}
 		p.buf = p.buf[i+1:]
@@ -337,18 +348,24 @@ type progress struct {
 	what     string
 }
 
-func (p *progress) Write(b []byte) (int, error) {
+// set records that the sender has sent n bytes of file contents.
+func (p *progress) set(n int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.n == 0 {
-		p.start = time.Now() // the rate counts from the first byte, not from the commit
+		p.start = time.Now() // the rate counts from the first byte, not from the pause
 	}
-	p.n += int64(len(b))
+	p.n = n
 	if p.w != nil && p.terminal && time.Since(p.last) > 200*time.Millisecond {
 		p.last = time.Now()
 		fmt.Fprintf(p.w, "\r%s\033[K", p.line())
 	}
-	return len(b), nil
+}
+
+func (p *progress) sent() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
 }
 
 func (p *progress) line() string {
