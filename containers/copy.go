@@ -3,7 +3,8 @@ package containers
 // mlc copy, the two halves that run as root: on the source, Describe and
 // CopyOut (the settings, then the layer of changes); on the target,
 // Preflight and CopyIn (a create under this server's policy and ledger from
-// those settings, on an image loaded from that layer). The user's own mlc
+// those settings, of the same catalogue image, into which the changes are
+// written). The user's own mlc
 // (not root) joins the two over SSH: see package servers.
 
 import (
@@ -278,8 +279,9 @@ func dirEmpty(p string) (bool, error) {
 	return errors.Is(err, io.EOF), nil
 }
 
-// Preflight checks, before any byte of the layer is sent, that this server
-// would take the copy, and says which layers it already has.
+// Preflight checks, before any byte of the changes is sent, that this server
+// would take the copy (pulling the catalogue image if it is missing), and
+// says where the workspace will be and what it changed (notes).
 func (m *Manager) Preflight(ctx context.Context, a Actor, s *CopySettings, newName, workspace string) (*PreflightReply, error) {
 	rep, im, err := m.copyTarget(ctx, a, s, newName, workspace)
 	if err != nil {
@@ -298,7 +300,7 @@ func (m *Manager) Preflight(ctx context.Context, a Actor, s *CopySettings, newNa
 // writes a "created" event to out, then waits for the line "start" on in:
 // only then is the container started (and a "started" event written).
 // Anything else (the stream cut, end of input, an interrupt) undoes it all:
-// the container, its GPU claim, the loaded image, and a workspace made for it.
+// the container, its GPU claim, and a workspace made (or filled) for it.
 func (m *Manager) CopyIn(ctx context.Context, a Actor, newName, workspace string, in *bufio.Reader, out io.Writer) (err error) {
 	var s CopySettings
 	defer func() { m.audit(a, "copy-in", newName, err, map[string]any{"from": s.Name, "image": s.Image}) }()

@@ -20,8 +20,8 @@ func (m *Manager) lockUser(ctx context.Context, uid int) (func(), error) {
 }
 
 // lockCopies takes the user's lock for copies arriving here: one at a time
-// from loading the layer to the container's create, so parallel copies
-// cannot fill the disk with layers before max_containers refuses them.
+// from the checks through the create to the end of the stream of changes,
+// so parallel copies cannot pass max_containers or fill the disk together.
 func (m *Manager) lockCopies(ctx context.Context, uid int) (func(), error) {
 	return m.lockFile(ctx, "copy-"+strconv.Itoa(uid)+".lock")
 }

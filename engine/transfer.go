@@ -430,16 +430,5 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func equal(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
 
 func humanBytes(n int64) string { return units.BytesSize(float64(n)) }
