@@ -106,14 +106,7 @@ func EnsureWorkspace(root, user string, uid, gid int, name string) (Workspace, e
 // RemoveEmptyWorkspace removes <root>/<user>/<name> if it is an empty
 // directory (a create that made it failed), fd-relative.
 func RemoveEmptyWorkspace(root, user, name string) error {
-	if !NamePattern.MatchString(user) || !NamePattern.MatchString(name) {
-		return errs.New(errs.Usage, "invalid workspace name %q", name)
-	}
-	real, err := filepath.EvalSymlinks(root)
-	if err != nil {
-		return err
-	}
-	r, err := os.OpenRoot(filepath.Join(real, user))
+	r, err := userRoot(root, user, name)
 	if err != nil {
 		return err
 	}
@@ -124,26 +117,37 @@ func RemoveEmptyWorkspace(root, user, name string) error {
 	return r.Remove(name) // rmdir: refuses a directory that is not empty
 }
 
+// userRoot opens the root-owned <root>/<user> for work on workspace name,
+// which must be a valid name.
+func userRoot(root, user, name string) (*os.Root, error) {
+	if !NamePattern.MatchString(user) || !NamePattern.MatchString(name) || strings.Contains(name, "..") {
+		return nil, errs.New(errs.Usage, "invalid workspace name %q", name)
+	}
+	real, err := checkRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	r, err := os.OpenRoot(filepath.Join(real, user))
+	if err != nil {
+		return nil, err
+	}
+	if err := rootOwned(r, "."); err != nil {
+		r.Close()
+		return nil, errs.New(errs.State, "workspace_root %s/%s %v", root, user, err)
+	}
+	return r, nil
+}
+
 // RemoveWorkspace removes <root>/<user>/<name> and everything in it (a copy
 // that made it was undone), or with contentsOnly what is in it (a copy that
 // filled an empty one), fd-relative below the root-owned <root>/<user>:
 // nothing outside it is touched, whatever links the user put inside.
 func RemoveWorkspace(root, user, name string, contentsOnly bool) error {
-	if !NamePattern.MatchString(user) || !NamePattern.MatchString(name) || strings.Contains(name, "..") {
-		return errs.New(errs.Usage, "invalid workspace name %q", name)
-	}
-	real, err := checkRoot(root)
-	if err != nil {
-		return err
-	}
-	r, err := os.OpenRoot(filepath.Join(real, user))
+	r, err := userRoot(root, user, name)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	if err := rootOwned(r, "."); err != nil {
-		return errs.New(errs.State, "workspace_root %s/%s %v", root, user, err)
-	}
 	if !contentsOnly {
 		return r.RemoveAll(name)
 	}
