@@ -189,13 +189,13 @@ run_mlc() {
   t1=$(now); w1=$(wire); u1=$(userwire)
   wait $! 2>/dev/null || true # the stamping of stderr
   calc "$t1 - $t0" >>"$D/mlc.s"; echo $((w1 - w0)) >>"$D/mlc.w"; echo $((u1 - u0)) >>"$D/mlc.uw"
-  # Phases from when the lines arrived: start -> "committing" (describe and
-  # preflight over ssh) -> "sending" (the commit) -> "copying ... X/s" (the
-  # engine's save streamed through ssh into hostb's load) -> "syncing the
-  # workspace" (hostb finishes the load, creates the container) -> end
-  # (workspace rsync, start there, done).
+  # Phases from when the lines arrived: start -> "pausing" (describe and
+  # preflight over ssh) -> "sending" (the pause) -> "copying ... X/s" (the
+  # writable layer read, through ssh, written into the new container on
+  # hostb) -> "syncing the workspace" (hostb ends the stream and records the
+  # deletions) -> end (workspace rsync, start there, done).
   awk -v t0="$t0" -v t1="$t1" -v d="$D" '
-    / committing /    {c = $1} / sending /  {s = $1}
+    / pausing /       {c = $1} / sending /  {s = $1}
     / copying .* to / {p = $1} / syncing the workspace / {y = $1}
     END {
       if (!c || !s || !p) { print "missing phase lines" > "/dev/stderr"; exit }
@@ -203,7 +203,7 @@ run_mlc() {
       printf "%.6f\n", c - t0 >> d "/ph.pre"; printf "%.6f\n", s - c >> d "/ph.commit"
       printf "%.6f\n", p - s >> d "/ph.stream"; printf "%.6f\n", y - p >> d "/ph.created"
       printf "%.6f\n", t1 - y >> d "/ph.finish"
-      printf "    mlc phases: preflight %.2f s, commit %.2f s, save+ssh+load %.2f s, load end+create %.2f s, rsync+start %.2f s\n",
+      printf "    mlc phases: preflight %.2f s, pause %.2f s, read+ssh+write %.2f s, end of stream %.2f s, rsync+start %.2f s\n",
         c - t0, s - c, p - s, y - p, t1 - y > "/dev/stderr"
     }' "$D/mlc.$r.err"
   grep '^copied' "$D/mlc.$r.out" | sed 's/^/    mlc: /' >&2 || true
@@ -262,9 +262,9 @@ printf '  %-17s %7.2f s   wire: %s %12.0f bytes (%.3fx the changes); its connect
   "mlc copy" "$m" "$VETH" "$mw" "$(x "$mw")" "$mu" "$(x "$mu")"
 printf '  %-17s %7.2f s   wire: %s %12.0f bytes (%.3fx the changes); its connections %12.0f bytes (%.3fx)\n' \
   "tar | ssh | tar" "$rw" "$VETH" "$ww" "$(x "$ww")" "$ru" "$(x "$ru")"
-printf '  mlc phases: preflight %.2f s, commit %.2f s, save+ssh+load (streamed) %.2f s, load end+create on hostb %.2f s, workspace rsync+start %.2f s\n' \
+printf '  mlc phases: preflight %.2f s, pause %.2f s, read+ssh+write into the container (streamed) %.2f s, end of stream on hostb %.2f s, workspace rsync+start %.2f s\n' \
   "$(ph pre)" "$(ph commit)" "$(ph stream)" "$(ph created)" "$(ph finish)"
-printf '    i.e. commit %.2f s + save/transfer/load %.2f s + the rest %.2f s\n' "$(ph commit)" "$(ph stream)" \
+printf '    i.e. pause %.2f s + read/transfer/write %.2f s + the rest %.2f s\n' "$(ph commit)" "$(ph stream)" \
   "$(calc "$m - $(ph commit) - $(ph stream)")"
 printf '  ratio time mlc/raw: %.3f (target <= 2: %s)\n' "$ratio" "$(verdict "$ratio" 2)"
 printf '  ratio wire/changes, the user'"'"'s connections: mlc %.3f (target <= 1.1: %s), raw %.3f\n' "$(x "$mu")" "$(verdict "$(x "$mu")" 1.1)" "$(x "$ru")"
