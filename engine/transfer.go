@@ -159,7 +159,7 @@ func copyLayer(ctx context.Context, layer io.Reader, w io.Writer, progress func(
 	tr := tar.NewReader(layer)
 	tw := tar.NewWriter(w)
 	var out Exported
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, copyBuf)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -289,7 +289,7 @@ type whiteouts struct {
 func splitStream(r io.Reader, w io.Writer, max int64, progress func(int64)) (whiteouts, Received, error) {
 	var wh whiteouts
 	var got Received
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, copyBuf)
 	tr := tar.NewReader(r)
 	tw := tar.NewWriter(w)
 	for {
@@ -432,3 +432,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 
 func humanBytes(n int64) string { return units.BytesSize(float64(n)) }
+
+// copyBuf is the buffer of each copy of file contents.
+var copyBuf = 1 << 20

@@ -104,6 +104,7 @@ func TestSplitStream(t *testing.T) {
 // own ssh), the target never panics and hands the engine only plain entries
 // inside the root.
 func FuzzSplitStream(f *testing.F) {
+	copyBuf = 4 << 10
 	f.Add(wireOf(f, layerTar(entry{"a/", "", tar.TypeDir, ""}, entry{"a/f", "", tar.TypeReg, "data"}, entry{"a/.wh.g", "", tar.TypeReg, ""})))
 	f.Add([]byte("not a tar at all"))
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -124,6 +125,7 @@ func FuzzSplitStream(f *testing.F) {
 // FuzzCopyLayer: any layer the source reads becomes a stream the target
 // takes whole.
 func FuzzCopyLayer(f *testing.F) {
+	copyBuf = 4 << 10
 	f.Add(layerTar(entry{"a/", "", tar.TypeDir, ""}, entry{"a/f", "", tar.TypeReg, "data"}, entry{"a/.wh.g", "", tar.TypeReg, ""}))
 	f.Fuzz(func(t *testing.T, layer []byte) {
 		var w bytes.Buffer
