@@ -34,7 +34,7 @@ type Transfer interface {
 	ImageConfig(ctx context.Context, ref string) (engine.ImageConfig, error)
 	Detail(ctx context.Context, id string) (engine.Detail, error)
 	ExportChanges(ctx context.Context, id string, w io.Writer, phase func(string), progress func(int64)) (engine.Exported, error)
-	ImportChanges(ctx context.Context, id string, r io.Reader, max int64, progress func(int64)) (engine.Received, error)
+	ImportChanges(ctx context.Context, id string, r io.Reader, max int64, owner engine.Owner, progress func(int64)) (engine.Received, error)
 	FreeDisk(ctx context.Context) (int64, error)
 }
 
@@ -304,9 +304,9 @@ func (m *Manager) Preflight(ctx context.Context, a Actor, s *CopySettings, newNa
 func (m *Manager) CopyIn(ctx context.Context, a Actor, newName, workspace string, in *bufio.Reader, out io.Writer) (err error) {
 	var s CopySettings
 	defer func() { m.audit(a, "copy-in", newName, err, map[string]any{"from": s.Name, "image": s.Image}) }()
-	line, err := in.ReadBytes('\n')
+	line, err := readLine(in, 1<<20)
 	if err != nil {
-		return errs.New(errs.Unavailable, "the copy stream ended before its settings: the copy was interrupted")
+		return errs.New(errs.Unavailable, "the copy stream ended before its settings (or they are over 1 MiB): %v", err)
 	}
 	if err := json.Unmarshal(line, &s); err != nil {
 		return errs.New(errs.Usage, "the copy stream's settings are unreadable: %v", err)
@@ -371,7 +371,7 @@ func (m *Manager) CopyIn(ctx context.Context, a Actor, newName, workspace string
 		}
 		return cause
 	}
-	got, err := t.ImportChanges(ctx, created.ID, in, max, nil)
+	got, err := t.ImportChanges(ctx, created.ID, in, max, engine.Owner{UID: a.Target.UID, GID: a.Target.GID}, nil)
 	unlock()
 	locked = false
 	if err != nil {
@@ -431,6 +431,26 @@ func writeEvent(w io.Writer, ev CopyEvent) error {
 	return err
 }
 
+// readLine reads one line from in, of at most max bytes.
+func readLine(in *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		b, err := in.ReadSlice('\n')
+		line = append(line, b...)
+		if len(line) > max {
+			return nil, errs.New(errs.Usage, "a line of the copy stream is over %d bytes", max)
+		}
+		switch {
+		case err == nil:
+			return line, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		default:
+			return line, err
+		}
+	}
+}
+
 // readWord reads one line from in, giving up when ctx ends.
 func readWord(ctx context.Context, in *bufio.Reader) (string, error) {
 	type res struct {
@@ -439,8 +459,8 @@ func readWord(ctx context.Context, in *bufio.Reader) (string, error) {
 	}
 	ch := make(chan res, 1)
 	go func() {
-		s, err := in.ReadString('\n')
-		ch <- res{strings.TrimSpace(s), err}
+		b, err := readLine(in, 64)
+		ch <- res{strings.TrimSpace(string(b)), err}
 	}()
 	select {
 	case r := <-ch:

@@ -18,15 +18,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path"
+	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	units "github.com/docker/go-units"
-	archive "github.com/moby/go-archive"
 	"golang.org/x/sys/unix"
 
 	"github.com/mlc-lab/mlc/errs"
@@ -145,12 +147,150 @@ func (c *Client) ExportChanges(ctx context.Context, id string, w io.Writer, phas
 		}()
 	}
 	phase("sending")
-	rc, err := archive.TarWithOptions(rt.UpperDir, &archive.TarOptions{WhiteoutFormat: archive.OverlayWhiteoutFormat})
+	root, err := os.OpenRoot(rt.UpperDir)
 	if err != nil {
-		return Exported{}, errs.Wrap(errs.Internal, err, "reading the changes of %s", short(id))
+		return Exported{}, errs.Wrap(errs.Internal, err, "the writable layer of %s", short(id))
 	}
-	defer rc.Close()
-	return copyLayer(ctx, rc, w, progress)
+	defer root.Close()
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(walkLayer(ctx, root, pw)) }()
+	defer pr.Close()
+	return copyLayer(ctx, pr, w, progress)
+}
+
+// walkLayer writes the overlay2 upper directory under root as the engine's
+// layer format: a 0/0 character device is a deletion (.wh.NAME), a
+// directory with trusted.overlay.opaque=y hides the image's contents
+// (.wh..wh..opq). Root reads a directory the container's processes can
+// write, so every name is opened fd-relative below root, never through a
+// link (os.Root, and O_NOFOLLOW on the last component), and a file that is
+// no longer what was listed is an error: a process that swaps a file for a
+// link while it is read gets the copy refused, never a file of the host.
+func walkLayer(ctx context.Context, root *os.Root, w io.Writer) error {
+	tw := tar.NewWriter(w)
+	links := map[[2]uint64]string{}
+	var walk func(dir string) error
+	walk = func(dir string) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		d, err := root.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return err
+		}
+		names, err := d.Readdirnames(-1)
+		d.Close()
+		if err != nil {
+			return err
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			p := path.Join(dir, n)
+			fi, err := root.Lstat(p)
+			if err != nil {
+				return err
+			}
+			st, _ := fi.Sys().(*syscall.Stat_t)
+			if st == nil {
+				return errs.New(errs.Internal, "no owner for %s", p)
+			}
+			h := &tar.Header{Name: p, Mode: int64(st.Mode & 0o7777), Uid: int(st.Uid), Gid: int(st.Gid), ModTime: fi.ModTime(), Format: tar.FormatPAX}
+			switch st.Mode & syscall.S_IFMT {
+			case syscall.S_IFDIR:
+				h.Typeflag, h.Name = tar.TypeDir, p+"/"
+				if err := tw.WriteHeader(h); err != nil {
+					return err
+				}
+				if opaque(root, p) {
+					if err := tw.WriteHeader(&tar.Header{Name: p + "/.wh..wh..opq", Typeflag: tar.TypeReg, Mode: 0o600, Format: tar.FormatPAX}); err != nil {
+						return err
+					}
+				}
+				if err := walk(p); err != nil {
+					return err
+				}
+			case syscall.S_IFCHR:
+				if st.Rdev != 0 {
+					continue // a device, not a deletion: not copied
+				}
+				if err := tw.WriteHeader(&tar.Header{Name: path.Join(dir, ".wh."+n), Typeflag: tar.TypeReg, Mode: 0o600, Format: tar.FormatPAX}); err != nil {
+					return err
+				}
+			case syscall.S_IFLNK:
+				target, err := root.Readlink(p)
+				if err != nil {
+					return err
+				}
+				h.Typeflag, h.Linkname = tar.TypeSymlink, target
+				if err := tw.WriteHeader(h); err != nil {
+					return err
+				}
+			case syscall.S_IFIFO:
+				h.Typeflag = tar.TypeFifo
+				if err := tw.WriteHeader(h); err != nil {
+					return err
+				}
+			case syscall.S_IFREG:
+				key := [2]uint64{uint64(st.Dev), st.Ino}
+				if first, ok := links[key]; ok && st.Nlink > 1 {
+					h.Typeflag, h.Linkname = tar.TypeLink, first
+					if err := tw.WriteHeader(h); err != nil {
+						return err
+					}
+					continue
+				}
+				if st.Nlink > 1 {
+					links[key] = p
+				}
+				if err := copyFile(root, p, st, h, tw); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := walk("."); err != nil {
+		return errs.Wrap(errs.Conflict, err, "reading the container's changes (did it change while paused?)")
+	}
+	return tw.Close()
+}
+
+// copyFile writes the regular file p as listed (st): opened without
+// following a link, and refused if it is not the file that was listed.
+func copyFile(root *os.Root, p string, st *syscall.Stat_t, h *tar.Header, tw *tar.Writer) error {
+	f, err := root.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var now unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &now); err != nil {
+		return err
+	}
+	if now.Mode&unix.S_IFMT != unix.S_IFREG || now.Ino != st.Ino || uint64(now.Dev) != uint64(st.Dev) {
+		return fmt.Errorf("%s was replaced while it was read", p)
+	}
+	h.Typeflag, h.Size = tar.TypeReg, now.Size
+	if err := tw.WriteHeader(h); err != nil {
+		return err
+	}
+	n, err := io.Copy(tw, io.LimitReader(f, now.Size))
+	if err == nil && n != now.Size {
+		err = fmt.Errorf("%s shrank while it was read", p)
+	}
+	return err
+}
+
+// opaque is whether the directory p has overlay's opaque attribute.
+func opaque(root *os.Root, p string) bool {
+	d, err := root.OpenFile(p, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return false
+	}
+	defer d.Close()
+	buf := make([]byte, 8)
+	n, err := unix.Fgetxattr(int(d.Fd()), "trusted.overlay.opaque", buf)
+	return err == nil && n == 1 && buf[0] == 'y'
 }
 
 // copyLayer re-writes a layer tar to w entry by entry (fresh headers: name,
@@ -243,13 +383,14 @@ type Received struct {
 
 // ImportChanges reads a wire stream (ExportChanges's) from r into the
 // created, never started container id: files through the engine's own
-// archive API (which keeps every path inside the container), deletions (the
-// .wh. entries) as the overlay2 driver itself records them, in the
-// container's upper directory, fd-relative. The stream is the user's, so it
-// is checked as it goes: no devices, no sparse files, names inside the
-// root, at most max bytes of contents, and the trailer must say what
-// arrived. On error the container is left for the caller to remove.
-func (c *Client) ImportChanges(ctx context.Context, id string, r io.Reader, max int64, progress func(int64)) (Received, error) {
+// archive API (which keeps every path inside the container), all owned by
+// owner and without set-id bits, deletions (the .wh. entries) as the
+// overlay2 driver itself records them, in the container's upper directory,
+// fd-relative. The stream is the user's, so it is checked as it goes: no
+// devices, no sparse files, names inside the root, at most max bytes of
+// contents, and the trailer must say what arrived. On error the container
+// is left for the caller to remove.
+func (c *Client) ImportChanges(ctx context.Context, id string, r io.Reader, max int64, owner Owner, progress func(int64)) (Received, error) {
 	rt, err := c.Runtime(ctx, id)
 	if err != nil {
 		return Received{}, err
@@ -264,7 +405,7 @@ func (c *Client) ImportChanges(ctx context.Context, id string, r io.Reader, max 
 		pr.CloseWithError(io.ErrClosedPipe)
 		done <- err
 	}()
-	wh, got, err := splitStream(r, pw, max, progress)
+	wh, got, err := splitStream(r, pw, max, owner, progress)
 	pw.CloseWithError(err)
 	cerr := <-done
 	if cerr != nil && (err == nil || errors.Is(err, io.ErrClosedPipe)) {
@@ -284,9 +425,16 @@ type whiteouts struct {
 	deleted, opaque []string
 }
 
+// Owner is who every file a copy writes belongs to: the caller. The
+// engine's archive API writes through the container's mounts (the
+// workspace is the user's real directory on the host), so a file the
+// stream says is root's, or setuid, would be one on the host.
+type Owner struct{ UID, GID int }
+
 // splitStream copies the file entries of the wire stream r to w (a tar for
-// the archive API) and returns its deletions and what it carried.
-func splitStream(r io.Reader, w io.Writer, max int64, progress func(int64)) (whiteouts, Received, error) {
+// the archive API), every one owned by owner and without set-id bits, and
+// returns its deletions and what it carried.
+func splitStream(r io.Reader, w io.Writer, max int64, owner Owner, progress func(int64)) (whiteouts, Received, error) {
 	var wh whiteouts
 	var got Received
 	buf := make([]byte, copyBuf)
@@ -328,6 +476,7 @@ func splitStream(r io.Reader, w io.Writer, max int64, progress func(int64)) (whi
 			}
 			continue
 		}
+		nh.Uid, nh.Gid, nh.Mode = owner.UID, owner.GID, nh.Mode&^0o6000
 		if nh.Typeflag == tar.TypeReg {
 			if got.Bytes+nh.Size > max {
 				return wh, got, errs.New(errs.Quota, "the changes are more than %s, what this server takes now", humanBytes(max))
@@ -429,7 +578,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
-
 
 func humanBytes(n int64) string { return units.BytesSize(float64(n)) }
 

@@ -4,10 +4,16 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 type entry struct {
@@ -21,8 +27,8 @@ func layerTar(es ...entry) []byte {
 	var b bytes.Buffer
 	tw := tar.NewWriter(&b)
 	for _, e := range es {
-		tw.WriteHeader(&tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: 0o644, Size: int64(len(e.body)),
-			ModTime: time.Unix(1e9, 0), Uid: 1000, Gid: 1000, Xattrs: map[string]string{"user.x": "y"}})
+		tw.WriteHeader(&tar.Header{Name: e.name, Linkname: e.link, Typeflag: e.typ, Mode: 0o6755, Size: int64(len(e.body)),
+			ModTime: time.Unix(1e9, 0), Uid: 0, Gid: 0, PAXRecords: map[string]string{"SCHILY.xattr.security.capability": "x"}})
 		tw.Write([]byte(e.body))
 	}
 	tw.Close()
@@ -38,7 +44,8 @@ func wireOf(t testing.TB, layer []byte) []byte {
 }
 
 // checkArchive: what the target hands the engine's archive API is only
-// plain entries inside the root, without .wh. files.
+// plain entries inside the root, without .wh. files, all the caller's
+// (uid 1234, gid 1235) and none set-id.
 func checkArchive(t *testing.T, out []byte) []string {
 	tr := tar.NewReader(bytes.NewReader(out))
 	var names []string
@@ -59,6 +66,9 @@ func checkArchive(t *testing.T, out []byte) []string {
 			len(h.PAXRecords) > 0 && h.PAXRecords[endKey] != "" {
 			t.Fatalf("entry %q passed", h.Name)
 		}
+		if h.Uid != 1234 || h.Gid != 1235 || h.Mode&0o6000 != 0 {
+			t.Fatalf("entry %q is %d:%d mode %o", h.Name, h.Uid, h.Gid, h.Mode)
+		}
 		names = append(names, h.Name)
 	}
 }
@@ -70,7 +80,7 @@ func TestSplitStream(t *testing.T) {
 	wire := wireOf(t, layer)
 	var out bytes.Buffer
 	var counted int64
-	wh, got, err := splitStream(bytes.NewReader(wire), &out, 1<<20, func(n int64) { counted += n })
+	wh, got, err := splitStream(bytes.NewReader(wire), &out, 1<<20, Owner{UID: 1234, GID: 1235}, func(n int64) { counted += n })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,13 +99,13 @@ func TestSplitStream(t *testing.T) {
 		"a device":     append(layerTar(entry{"dev/sda", "", tar.TypeBlock, ""})[:512], make([]byte, 1024)...),
 		"bad deletion": wireOf(t, layerTar(entry{"a/.wh...", "", tar.TypeReg, ""})),
 	} {
-		if _, _, err := splitStream(bytes.NewReader(in), io.Discard, 1<<20, nil); err == nil {
+		if _, _, err := splitStream(bytes.NewReader(in), io.Discard, 1<<20, Owner{}, nil); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
 	// A trailer that does not match what came is refused.
 	bad := bytes.Replace(wire, []byte(`"bytes":3`), []byte(`"bytes":4`), 1)
-	if _, _, err := splitStream(bytes.NewReader(bad), io.Discard, 1<<20, nil); err == nil || !strings.Contains(err.Error(), "damaged") {
+	if _, _, err := splitStream(bytes.NewReader(bad), io.Discard, 1<<20, Owner{}, nil); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("a wrong trailer: %v", err)
 	}
 }
@@ -109,7 +119,7 @@ func FuzzSplitStream(f *testing.F) {
 	f.Add([]byte("not a tar at all"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var out bytes.Buffer
-		wh, _, err := splitStream(bytes.NewReader(in), &out, 1<<16, nil)
+		wh, _, err := splitStream(bytes.NewReader(in), &out, 1<<16, Owner{UID: 1234, GID: 1235}, nil)
 		if err != nil {
 			return
 		}
@@ -133,7 +143,7 @@ func FuzzCopyLayer(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_, got, err := splitStream(bytes.NewReader(w.Bytes()), io.Discard, 1<<40, nil)
+		_, got, err := splitStream(bytes.NewReader(w.Bytes()), io.Discard, 1<<40, Owner{}, nil)
 		if err != nil && !strings.Contains(err.Error(), "bad deletion") {
 			t.Fatalf("sent %+v, the target refuses: %v", sent, err)
 		}
@@ -141,4 +151,62 @@ func FuzzCopyLayer(f *testing.F) {
 			t.Fatalf("sent %+v, got %+v", sent, got)
 		}
 	})
+}
+
+// The source's walk of an upper directory: deletions and opaque
+// directories in the layer format, links as links (never their targets),
+// hard links once.
+func TestWalkLayer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for whiteout devices and trusted.* attributes")
+	}
+	up := t.TempDir()
+	secret := filepath.Join(t.TempDir(), "secret")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(secret, []byte("host secret"), 0o600))
+	must(os.MkdirAll(filepath.Join(up, "etc/opq"), 0o755))
+	must(os.WriteFile(filepath.Join(up, "etc/motd"), []byte("changed"), 0o644))
+	must(os.Link(filepath.Join(up, "etc/motd"), filepath.Join(up, "etc/motd2")))
+	must(os.Symlink(secret, filepath.Join(up, "etc/link")))
+	must(unix.Mknod(filepath.Join(up, "etc/gone"), unix.S_IFCHR, 0))
+	must(unix.Setxattr(filepath.Join(up, "etc/opq"), "trusted.overlay.opaque", []byte("y"), 0))
+	root, err := os.OpenRoot(up)
+	must(err)
+	defer root.Close()
+	var b bytes.Buffer
+	must(walkLayer(context.Background(), root, &b))
+	tr := tar.NewReader(&b)
+	var got []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		must(err)
+		body, _ := io.ReadAll(tr)
+		if strings.Contains(string(body), "host secret") {
+			t.Fatal("the walk read a file outside the layer")
+		}
+		got = append(got, fmt.Sprintf("%s %c %s %s", h.Name, h.Typeflag, h.Linkname, body))
+	}
+	want := []string{"etc/ 5  ", "etc/.wh.gone 0  ", "etc/link 2 " + secret + " ", "etc/motd 0  changed", "etc/motd2 1 etc/motd ",
+		"etc/opq/ 5  ", "etc/opq/.wh..wh..opq 0  "}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("walk:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// A file swapped for a link after it was listed is refused, not followed.
+	fi, err := root.Lstat("etc/motd")
+	must(err)
+	must(os.Remove(filepath.Join(up, "etc/motd")))
+	must(os.Symlink(secret, filepath.Join(up, "etc/motd")))
+	var out bytes.Buffer
+	err = copyFile(root, "etc/motd", fi.Sys().(*syscall.Stat_t), &tar.Header{Name: "etc/motd"}, tar.NewWriter(&out))
+	if err == nil || strings.Contains(out.String(), "host secret") {
+		t.Fatalf("a swapped file: %v, %q", err, out.String())
+	}
 }

@@ -65,17 +65,17 @@ func TestExportImportChanges(t *testing.T) {
 		t.Fatalf("source after export: %+v %v", d.State, err)
 	}
 	half := run(fmt.Sprintf("mlc-xfer-half-%d", os.Getpid()), testenv.Image, "true")
-	if _, err := c.ImportChanges(ctx, half, bytes.NewReader(wire.Bytes()[:wire.Len()/2]), 1<<40, nil); err == nil {
+	if _, err := c.ImportChanges(ctx, half, bytes.NewReader(wire.Bytes()[:wire.Len()/2]), 1<<40, engine.Owner{}, nil); err == nil {
 		t.Fatal("a stream cut in half was taken")
 	}
-	if _, err := c.ImportChanges(ctx, half, bytes.NewReader(wire.Bytes()), exp.Bytes-1, nil); !errs.Is(err, errs.Quota) {
+	if _, err := c.ImportChanges(ctx, half, bytes.NewReader(wire.Bytes()), exp.Bytes-1, engine.Owner{}, nil); !errs.Is(err, errs.Quota) {
 		t.Fatalf("changes over the limit: %v", err)
 	}
 	// As mlc makes them: running as a uid the image's passwd does not know.
 	dst := run(fmt.Sprintf("mlc-xfer-dst-%d", os.Getpid()), testenv.Image,
 		"cat /added /etc/motd /opt/d/f; ls /bin/vi /usr 2>&1 | wc -l; ls /bin/sh; stat -c %u:%g /opt/d/f", "4321:4321")
 	var counted int64
-	got, err := c.ImportChanges(ctx, dst, bytes.NewReader(wire.Bytes()), 1<<40, func(n int64) { counted += n })
+	got, err := c.ImportChanges(ctx, dst, bytes.NewReader(wire.Bytes()), 1<<40, engine.Owner{UID: 4321, GID: 4322}, func(n int64) { counted += n })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestImportChangesStaysInside(t *testing.T) {
 	if _, err := engine.CopyLayerForTest(bytes.NewReader(layer.Bytes()), &wire); err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.ImportChanges(ctx, id, bytes.NewReader(wire.Bytes()), 1<<30, nil)
+	_, err = c.ImportChanges(ctx, id, bytes.NewReader(wire.Bytes()), 1<<30, engine.Owner{}, nil)
 	if b, rerr := os.ReadFile(victim); rerr != nil || string(b) != "keep" {
 		t.Fatalf("a file outside the container was touched (%v, %q); import said %v", rerr, b, err)
 	}

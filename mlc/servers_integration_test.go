@@ -1,10 +1,13 @@
 package main
 
 import (
+	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -267,7 +270,6 @@ func TestCopyOneGigabyte(t *testing.T) {
 	testenv.Docker(t, "exec", "-u", "0", name, "sh", "-c", "echo changed >> /etc/passwd && rm /bin/vi && rm -rf /usr && mkdir /usr && echo new > /usr/only")
 	sums := "md5sum /tmp/d/* /etc/passwd /usr/only | sort"
 	want := r.ok(t, "mlct-alice", "open", "big", "--", "sh", "-c", sums)
-	imagesA := testenv.Docker(t, "images", "-aq")
 	start := time.Now()
 	out, errOut, code := r.user(t, "mlct-alice", "copy", "big", "--to", "hostb", "--json")
 	if code != 0 {
@@ -292,12 +294,9 @@ func TestCopyOneGigabyte(t *testing.T) {
 			t.Fatalf("the copy differs: lacks %q\n%s", w, got)
 		}
 	}
-	// The source is as it was (running, no longer paused); no image was made here.
+	// The source is as it was: running, no longer paused.
 	if st := testenv.Docker(t, "inspect", "-f", "{{.State.Status}}", name); st != "running" {
 		t.Fatalf("source: %s", st)
-	}
-	if got := testenv.Docker(t, "images", "-aq"); got != imagesA {
-		t.Fatalf("the copy left images here: %s, before %s", got, imagesA)
 	}
 
 	// --move: a second copy under another name; the source goes only after it started.
@@ -408,4 +407,58 @@ func TestCopyInterrupted(t *testing.T) {
 			t.Fatalf("%s: the source is %s", point, st)
 		}
 	}
+}
+
+// A student who sends copy-receive a stream of her own making (her ssh, her
+// bytes) gets nothing root's: a file the stream says is root's and setuid,
+// written into her workspace (the engine writes through the container's
+// mounts), is hers and not setuid; an endless settings line is refused.
+func TestCopyReceiveHostileStream(t *testing.T) {
+	r := newServersRig(t)
+	var wire bytes.Buffer
+	wire.WriteString(`{"name":"x","image":"bb","cpus":1,"gpus":0,"workspace":"evil","changes_bytes":0}` + "\n")
+	// The wire format by hand: the entries, then the trailer that counts them.
+	tw := tar.NewWriter(&wire)
+	body := []byte("#!/bin/sh\nid\n")
+	must(t, tw.WriteHeader(&tar.Header{Name: "workspace/rootsh", Typeflag: tar.TypeReg, Mode: 0o4755, Uid: 0, Gid: 0, Size: int64(len(body))}))
+	tw.Write(body)
+	must(t, tw.WriteHeader(&tar.Header{Name: "tmp/l", Typeflag: tar.TypeSymlink, Linkname: "/workspace", Mode: 0o777}))
+	must(t, tw.WriteHeader(&tar.Header{Name: "tmp/l/via", Typeflag: tar.TypeReg, Mode: 0o2755, Gid: 42, Size: int64(len(body))}))
+	tw.Write(body)
+	end := fmt.Sprintf(`{"entries":3,"bytes":%d}`, 2*len(body))
+	must(t, tw.WriteHeader(&tar.Header{Name: "mlc-copy-end", Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(end)),
+		PAXRecords: map[string]string{"MLC.copy.end": "1"}, Format: tar.FormatPAX}))
+	tw.Write([]byte(end))
+	must(t, tw.Close())
+	wire.WriteString("start\n")
+	cmd := r.userCmd(t, "mlct-alice", "", "--server", "hostb", "copy-receive", "--as", "evil")
+	cmd.Stdin = bytes.NewReader(wire.Bytes())
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"event":"started"`) {
+		t.Fatalf("copy-receive: %v\n%s", err, out)
+	}
+	for _, f := range []string{"rootsh", "via"} {
+		fi, err := os.Lstat(filepath.Join(r.dir, "b/ws/mlct-alice/evil", f))
+		must(t, err)
+		st := fi.Sys().(*syscall.Stat_t)
+		if strconv.Itoa(int(st.Uid)) != r.uids["mlct-alice"] || fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 {
+			t.Fatalf("%s on hostb: uid %d, mode %v", f, st.Uid, fi.Mode())
+		}
+	}
+	// A settings line with no end is refused, not read into memory.
+	cmd = r.userCmd(t, "mlct-alice", "", "--server", "hostb", "copy-receive", "--as", "big")
+	cmd.Stdin = io.LimitReader(zeros{}, 4<<20)
+	out, _ = cmd.CombinedOutput()
+	if !strings.Contains(string(out), "over 1 MiB") {
+		t.Fatalf("an endless settings line: %s", out)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'a'
+	}
+	return len(p), nil
 }
