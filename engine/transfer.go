@@ -15,6 +15,7 @@ package engine
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -152,10 +153,61 @@ func (c *Client) ExportChanges(ctx context.Context, id string, w io.Writer, phas
 		return Exported{}, errs.Wrap(errs.Internal, err, "the writable layer of %s", short(id))
 	}
 	defer root.Close()
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(walkLayer(ctx, root, pw)) }()
-	defer pr.Close()
-	return copyLayer(ctx, pr, w, progress)
+	l := newLayerOut(w, progress)
+	if err := walkLayer(ctx, root, l); err != nil {
+		return l.out, err
+	}
+	return l.end()
+}
+
+// layerOut writes the wire stream: entries (counted), then the trailer.
+type layerOut struct {
+	tw       *tar.Writer
+	out      Exported
+	buf      []byte
+	progress func(int64)
+}
+
+func newLayerOut(w io.Writer, progress func(int64)) *layerOut {
+	return &layerOut{tw: tar.NewWriter(w), buf: make([]byte, copyBuf), progress: progress}
+}
+
+// entry writes h and, for a regular file, exactly h.Size bytes of body.
+func (l *layerOut) entry(h *tar.Header, body io.Reader) error {
+	if err := l.tw.WriteHeader(h); err != nil {
+		return errs.Wrap(errs.Unavailable, err, "sending the changes")
+	}
+	l.out.Entries++
+	if h.Typeflag != tar.TypeReg {
+		return nil
+	}
+	src := io.LimitReader(body, h.Size)
+	if l.progress != nil {
+		base := l.out.Bytes
+		src = &countingReader{r: src, f: func(k int64) { base += k; l.progress(base) }}
+	}
+	n, err := io.CopyBuffer(l.tw, src, l.buf)
+	l.out.Bytes += n
+	if err == nil && n != h.Size {
+		err = fmt.Errorf("%s shrank while it was read", h.Name)
+	}
+	if err != nil {
+		return errs.Wrap(errs.Unavailable, err, "sending the changes")
+	}
+	return nil
+}
+
+// end writes the trailer and closes the stream.
+func (l *layerOut) end() (Exported, error) {
+	end, _ := json.Marshal(l.out)
+	if err := l.tw.WriteHeader(&tar.Header{Name: "mlc-copy-end", Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(end)),
+		PAXRecords: map[string]string{endKey: "1"}, Format: tar.FormatPAX}); err != nil {
+		return l.out, errs.Wrap(errs.Unavailable, err, "sending the changes")
+	}
+	if _, err := l.tw.Write(end); err != nil {
+		return l.out, errs.Wrap(errs.Unavailable, err, "sending the changes")
+	}
+	return l.out, l.tw.Close()
 }
 
 // walkLayer writes the overlay2 upper directory under root as the engine's
@@ -166,8 +218,7 @@ func (c *Client) ExportChanges(ctx context.Context, id string, w io.Writer, phas
 // link (os.Root, and O_NOFOLLOW on the last component), and a file that is
 // no longer what was listed is an error: a process that swaps a file for a
 // link while it is read gets the copy refused, never a file of the host.
-func walkLayer(ctx context.Context, root *os.Root, w io.Writer) error {
-	tw := tar.NewWriter(w)
+func walkLayer(ctx context.Context, root *os.Root, l *layerOut) error {
 	links := map[[2]uint64]string{}
 	var walk func(dir string) error
 	walk = func(dir string) error {
@@ -198,11 +249,11 @@ func walkLayer(ctx context.Context, root *os.Root, w io.Writer) error {
 			switch st.Mode & syscall.S_IFMT {
 			case syscall.S_IFDIR:
 				h.Typeflag, h.Name = tar.TypeDir, p+"/"
-				if err := tw.WriteHeader(h); err != nil {
+				if err := l.entry(h, nil); err != nil {
 					return err
 				}
 				if opaque(root, p) {
-					if err := tw.WriteHeader(&tar.Header{Name: p + "/.wh..wh..opq", Typeflag: tar.TypeReg, Mode: 0o600, Format: tar.FormatPAX}); err != nil {
+					if err := l.entry(&tar.Header{Name: p + "/.wh..wh..opq", Typeflag: tar.TypeReg, Mode: 0o600, Format: tar.FormatPAX}, nil); err != nil {
 						return err
 					}
 				}
@@ -213,7 +264,7 @@ func walkLayer(ctx context.Context, root *os.Root, w io.Writer) error {
 				if st.Rdev != 0 {
 					continue // a device, not a deletion: not copied
 				}
-				if err := tw.WriteHeader(&tar.Header{Name: path.Join(dir, ".wh."+n), Typeflag: tar.TypeReg, Mode: 0o600, Format: tar.FormatPAX}); err != nil {
+				if err := l.entry(&tar.Header{Name: path.Join(dir, ".wh."+n), Typeflag: tar.TypeReg, Mode: 0o600, Format: tar.FormatPAX}, nil); err != nil {
 					return err
 				}
 			case syscall.S_IFLNK:
@@ -222,19 +273,19 @@ func walkLayer(ctx context.Context, root *os.Root, w io.Writer) error {
 					return err
 				}
 				h.Typeflag, h.Linkname = tar.TypeSymlink, target
-				if err := tw.WriteHeader(h); err != nil {
+				if err := l.entry(h, nil); err != nil {
 					return err
 				}
 			case syscall.S_IFIFO:
 				h.Typeflag = tar.TypeFifo
-				if err := tw.WriteHeader(h); err != nil {
+				if err := l.entry(h, nil); err != nil {
 					return err
 				}
 			case syscall.S_IFREG:
 				key := [2]uint64{uint64(st.Dev), st.Ino}
 				if first, ok := links[key]; ok && st.Nlink > 1 {
 					h.Typeflag, h.Linkname = tar.TypeLink, first
-					if err := tw.WriteHeader(h); err != nil {
+					if err := l.entry(h, nil); err != nil {
 						return err
 					}
 					continue
@@ -242,7 +293,7 @@ func walkLayer(ctx context.Context, root *os.Root, w io.Writer) error {
 				if st.Nlink > 1 {
 					links[key] = p
 				}
-				if err := copyFile(root, p, st, h, tw); err != nil {
+				if err := copyFile(root, p, st, h, l); err != nil {
 					return err
 				}
 			}
@@ -250,14 +301,17 @@ func walkLayer(ctx context.Context, root *os.Root, w io.Writer) error {
 		return nil
 	}
 	if err := walk("."); err != nil {
+		if errs.Is(err, errs.Unavailable) {
+			return err // the stream, not the layer
+		}
 		return errs.Wrap(errs.Conflict, err, "reading the container's changes (did it change while paused?)")
 	}
-	return tw.Close()
+	return nil
 }
 
 // copyFile writes the regular file p as listed (st): opened without
 // following a link, and refused if it is not the file that was listed.
-func copyFile(root *os.Root, p string, st *syscall.Stat_t, h *tar.Header, tw *tar.Writer) error {
+func copyFile(root *os.Root, p string, st *syscall.Stat_t, h *tar.Header, l *layerOut) error {
 	f, err := root.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return err
@@ -271,14 +325,7 @@ func copyFile(root *os.Root, p string, st *syscall.Stat_t, h *tar.Header, tw *ta
 		return fmt.Errorf("%s was replaced while it was read", p)
 	}
 	h.Typeflag, h.Size = tar.TypeReg, now.Size
-	if err := tw.WriteHeader(h); err != nil {
-		return err
-	}
-	n, err := io.Copy(tw, io.LimitReader(f, now.Size))
-	if err == nil && n != now.Size {
-		err = fmt.Errorf("%s shrank while it was read", p)
-	}
-	return err
+	return l.entry(h, f)
 }
 
 // opaque is whether the directory p has overlay's opaque attribute.
@@ -291,56 +338,6 @@ func opaque(root *os.Root, p string) bool {
 	buf := make([]byte, 8)
 	n, err := unix.Fgetxattr(int(d.Fd()), "trusted.overlay.opaque", buf)
 	return err == nil && n == 1 && buf[0] == 'y'
-}
-
-// copyLayer re-writes a layer tar to w entry by entry (fresh headers: name,
-// link, type, mode, owner, time and size only) and adds the trailer.
-func copyLayer(ctx context.Context, layer io.Reader, w io.Writer, progress func(int64)) (Exported, error) {
-	tr := tar.NewReader(layer)
-	tw := tar.NewWriter(w)
-	var out Exported
-	buf := make([]byte, copyBuf)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return out, errs.Wrap(errs.Internal, err, "reading the changes")
-		}
-		if ctx.Err() != nil {
-			return out, errs.New(errs.Interrupted, "interrupted")
-		}
-		nh := cleanHeader(h)
-		if nh == nil {
-			continue // sockets, devices: not in a layer mlc copies
-		}
-		if err := tw.WriteHeader(nh); err != nil {
-			return out, errs.Wrap(errs.Unavailable, err, "sending the changes")
-		}
-		if nh.Typeflag == tar.TypeReg {
-			var src io.Reader = tr
-			if progress != nil {
-				base := out.Bytes
-				src = &countingReader{r: tr, f: func(k int64) { base += k; progress(base) }}
-			}
-			n, err := io.CopyBuffer(tw, src, buf)
-			out.Bytes += n
-			if err != nil {
-				return out, errs.Wrap(errs.Unavailable, err, "sending the changes")
-			}
-		}
-		out.Entries++
-	}
-	end, _ := json.Marshal(out)
-	if err := tw.WriteHeader(&tar.Header{Name: "mlc-copy-end", Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(end)),
-		PAXRecords: map[string]string{endKey: "1"}, Format: tar.FormatPAX}); err != nil {
-		return out, errs.Wrap(errs.Unavailable, err, "sending the changes")
-	}
-	if _, err := tw.Write(end); err != nil {
-		return out, errs.Wrap(errs.Unavailable, err, "sending the changes")
-	}
-	return out, tw.Close()
 }
 
 // cleanHeader is h with only what a layer entry may carry, or nil for an
@@ -401,7 +398,9 @@ func (c *Client) ImportChanges(ctx context.Context, id string, r io.Reader, max 
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		err := c.api.CopyToContainer(ctx, id, "/", pr, container.CopyToContainerOptions{CopyUIDGID: false, AllowOverwriteDirWithFile: true})
+		// Big reads from the pipe: fewer hand-overs between the goroutines.
+		body := bufio.NewReaderSize(pr, copyBuf)
+		err := c.api.CopyToContainer(ctx, id, "/", body, container.CopyToContainerOptions{CopyUIDGID: false, AllowOverwriteDirWithFile: true})
 		pr.CloseWithError(io.ErrClosedPipe)
 		done <- err
 	}()

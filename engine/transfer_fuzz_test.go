@@ -179,7 +179,9 @@ func TestWalkLayer(t *testing.T) {
 	must(err)
 	defer root.Close()
 	var b bytes.Buffer
-	must(walkLayer(context.Background(), root, &b))
+	l := newLayerOut(&b, nil)
+	must(walkLayer(context.Background(), root, l))
+	must(l.tw.Close()) // no trailer: the walk alone
 	tr := tar.NewReader(&b)
 	var got []string
 	for {
@@ -205,7 +207,7 @@ func TestWalkLayer(t *testing.T) {
 	must(os.Remove(filepath.Join(up, "etc/motd")))
 	must(os.Symlink(secret, filepath.Join(up, "etc/motd")))
 	var out bytes.Buffer
-	err = copyFile(root, "etc/motd", fi.Sys().(*syscall.Stat_t), &tar.Header{Name: "etc/motd"}, tar.NewWriter(&out))
+	err = copyFile(root, "etc/motd", fi.Sys().(*syscall.Stat_t), &tar.Header{Name: "etc/motd"}, newLayerOut(&out, nil))
 	if err == nil || strings.Contains(out.String(), "host secret") {
 		t.Fatalf("a swapped file: %v, %q", err, out.String())
 	}
