@@ -15,10 +15,8 @@ package engine
 
 import (
 	"archive/tar"
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,7 +26,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
 	units "github.com/docker/go-units"
 	"golang.org/x/sys/unix"
 
@@ -392,159 +389,230 @@ func (c *Client) ImportChanges(ctx context.Context, id string, r io.Reader, max 
 	if err != nil {
 		return Received{}, err
 	}
-	if rt.UpperDir == "" {
-		return Received{}, errs.New(errs.Unavailable, "this server's storage driver is not overlay2, so mlc cannot take in a copy")
+	if rt.UpperDir == "" || rt.Pid != 0 {
+		return Received{}, errs.New(errs.Unavailable, "this server's storage driver is not overlay2 (or the container runs), so mlc cannot take in a copy")
 	}
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		// Big reads from the pipe: fewer hand-overs between the goroutines.
-		body := bufio.NewReaderSize(pr, copyBuf)
-		err := c.api.CopyToContainer(ctx, id, "/", body, container.CopyToContainerOptions{CopyUIDGID: false, AllowOverwriteDirWithFile: true})
-		pr.CloseWithError(io.ErrClosedPipe)
-		done <- err
-	}()
-	wh, got, err := splitStream(r, pw, max, owner, progress)
-	pw.CloseWithError(err)
-	cerr := <-done
-	if cerr != nil && (err == nil || errors.Is(err, io.ErrClosedPipe)) {
-		// The engine stopped reading: its refusal is the cause.
-		return got, c.classify(cerr, "writing the copied files")
-	}
+	root, err := os.OpenRoot(rt.UpperDir)
 	if err != nil {
-		return got, err
+		return Received{}, errs.Wrap(errs.Internal, err, "the container's upper directory")
 	}
-	got.Deleted = len(wh.deleted) + len(wh.opaque)
-	return got, applyWhiteouts(rt.UpperDir, wh)
+	defer root.Close()
+	return splitStream(r, &upperSink{root: root, buf: make([]byte, copyBuf)}, max, owner, progress)
 }
 
-// whiteouts are the deletions of a layer: paths deleted, and directories
-// whose lower contents are hidden (opaque).
-type whiteouts struct {
-	deleted, opaque []string
-}
-
-// Owner is who every file a copy writes belongs to: the caller. The
-// engine's archive API writes through the container's mounts (the
-// workspace is the user's real directory on the host), so a file the
-// stream says is root's, or setuid, would be one on the host.
+// Owner is who every file a copy writes belongs to: the caller. What the
+// stream says of owners and set-id bits is the sender's word, and the
+// sender is whoever holds the user's ssh.
 type Owner struct{ UID, GID int }
 
-// splitStream copies the file entries of the wire stream r to w (a tar for
-// the archive API), every one owned by owner and without set-id bits, and
-// returns its deletions and what it carried.
-func splitStream(r io.Reader, w io.Writer, max int64, owner Owner, progress func(int64)) (whiteouts, Received, error) {
-	var wh whiteouts
+// sink is where a received stream goes: the container's upper directory
+// (upperSink), or a tar in the tests.
+type sink interface {
+	// entry makes h (a directory, file, link or fifo); body has exactly
+	// h.Size bytes for a regular file.
+	entry(h *tar.Header, body io.Reader) error
+	deleted(p string) error // a deletion (.wh.NAME) of p
+	opaque(p string) error  // the image's contents of directory p are hidden
+	close() error
+}
+
+// splitStream reads the wire stream r into to, every entry owned by owner
+// and without set-id bits, and says what it carried.
+func splitStream(r io.Reader, to sink, max int64, owner Owner, progress func(int64)) (Received, error) {
 	var got Received
-	buf := make([]byte, copyBuf)
 	tr := tar.NewReader(r)
-	tw := tar.NewWriter(w)
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			return wh, got, errs.New(errs.Unavailable, "the copy stream ended before its trailer: the copy was interrupted")
+			return got, errs.New(errs.Unavailable, "the copy stream ended before its trailer: the copy was interrupted")
 		}
 		if err != nil {
-			return wh, got, errs.Wrap(errs.Unavailable, err, "reading the copy stream")
+			return got, errs.Wrap(errs.Unavailable, err, "reading the copy stream")
 		}
 		if h.PAXRecords[endKey] == "1" {
 			var end Exported
 			b, err := io.ReadAll(io.LimitReader(tr, 4096))
 			if err != nil || json.Unmarshal(b, &end) != nil || end != got.Exported {
-				return wh, got, errs.New(errs.Unavailable, "the copy arrived damaged (%d entries, %d bytes; the sender says %s)", got.Entries, got.Bytes, strings.TrimSpace(string(b)))
+				return got, errs.New(errs.Unavailable, "the copy arrived damaged (%d entries, %d bytes; the sender says %s)", got.Entries, got.Bytes, strings.TrimSpace(string(b)))
 			}
 			if _, err := tr.Next(); err != io.EOF {
-				return wh, got, errs.New(errs.Usage, "the copy stream goes on after its trailer")
+				return got, errs.New(errs.Usage, "the copy stream goes on after its trailer")
 			}
-			return wh, got, tw.Close()
+			return got, to.close()
 		}
 		nh := cleanHeader(h)
 		if nh == nil || nh.Typeflag == tar.TypeReg && nh.Size != h.Size {
-			return wh, got, errs.New(errs.Usage, "the copy stream has an entry mlc does not copy (%q, type %q)", h.Name, string(h.Typeflag))
+			return got, errs.New(errs.Usage, "the copy stream has an entry mlc does not copy (%q, type %q)", h.Name, string(h.Typeflag))
 		}
 		got.Entries++
 		dir, base := path.Split(strings.TrimSuffix(nh.Name, "/"))
 		if strings.HasPrefix(base, ".wh.") {
 			switch {
 			case base == ".wh..wh..opq":
-				wh.opaque = append(wh.opaque, path.Clean("/" + dir)[1:])
+				err = to.opaque(path.Clean("/" + dir)[1:])
 			case len(base) > 4 && base[4:] != "." && base[4:] != "..":
-				wh.deleted = append(wh.deleted, path.Join(dir, base[4:]))
+				got.Deleted++
+				err = to.deleted(path.Join(dir, base[4:]))
 			default:
-				return wh, got, errs.New(errs.Usage, "the copy stream has a bad deletion %q", h.Name)
+				return got, errs.New(errs.Usage, "the copy stream has a bad deletion %q", h.Name)
+			}
+			if err != nil {
+				return got, errs.Wrap(errs.Usage, err, "recording the deletion %s", nh.Name)
 			}
 			continue
 		}
 		nh.Uid, nh.Gid, nh.Mode = owner.UID, owner.GID, nh.Mode&^0o6000
+		var body io.Reader
 		if nh.Typeflag == tar.TypeReg {
 			if got.Bytes+nh.Size > max {
-				return wh, got, errs.New(errs.Quota, "the changes are more than %s, what this server takes now", humanBytes(max))
+				return got, errs.New(errs.Quota, "the changes are more than %s, what this server takes now", humanBytes(max))
 			}
+			body = &countingReader{r: tr, f: func(k int64) {
+				got.Bytes += k
+				if progress != nil {
+					progress(got.Bytes)
+				}
+			}}
 		}
-		if err := tw.WriteHeader(nh); err != nil {
-			return wh, got, errs.Wrap(errs.Unavailable, err, "writing the copied files")
-		}
-		if nh.Typeflag == tar.TypeReg {
-			var src io.Reader = tr
-			if progress != nil {
-				src = &countingReader{r: tr, f: progress}
+		if err := to.entry(nh, body); err != nil {
+			if errs.KindOf(err) != errs.Internal {
+				return got, err
 			}
-			n, err := io.CopyBuffer(tw, src, buf)
-			got.Bytes += n
-			if err != nil {
-				return wh, got, errs.Wrap(errs.Unavailable, err, "receiving the changes")
-			}
+			return got, errs.Wrap(errs.Usage, err, "writing %s", nh.Name)
 		}
 	}
 }
 
-// applyWhiteouts records the deletions in the container's upper directory as
-// overlay2 does: a 0/0 character device for a deleted path, the
-// trusted.overlay.opaque attribute for an opaque directory. Every path is
-// opened below upper through os.Root (links the copy made cannot lead out)
-// and the last component is never followed.
-func applyWhiteouts(upper string, wh whiteouts) error {
-	root, err := os.OpenRoot(upper)
+// upperSink writes a received stream into a created, never started
+// container's overlay2 upper directory, as the overlay2 driver applies a
+// layer: files as they are, a deletion as a 0/0 character device, an
+// opaque directory with trusted.overlay.opaque=y. Every path is opened
+// below the upper directory through os.Root, so a link the stream made
+// cannot lead out, and the last component is never followed. Nothing runs
+// in the container meanwhile and only root can reach the directory.
+type upperSink struct {
+	root *os.Root
+	buf  []byte
+	dirs []*tar.Header // their times are set last: their contents change them
+}
+
+// parent makes the directories above p (0755, as overlay copies them up
+// when the stream has none) and returns p's directory, open.
+func (u *upperSink) parent(p string) (*os.File, string, error) {
+	dir, base := path.Split(p)
+	if dir == "" {
+		dir = "."
+	}
+	if err := u.root.MkdirAll(dir, 0o755); err != nil {
+		return nil, "", err
+	}
+	d, err := u.root.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
+	return d, base, err
+}
+
+func (u *upperSink) entry(h *tar.Header, body io.Reader) error {
+	name := strings.TrimSuffix(h.Name, "/")
+	d, base, err := u.parent(name)
 	if err != nil {
-		return errs.Wrap(errs.Internal, err, "the container's upper directory")
+		return err
 	}
-	defer root.Close()
-	for _, p := range wh.deleted {
-		dir, name := path.Split(p)
-		if dir == "" {
-			dir = "."
+	defer d.Close()
+	if h.Typeflag == tar.TypeDir {
+		fi, err := u.root.Lstat(name)
+		if err == nil && !fi.IsDir() {
+			if err := u.root.Remove(name); err != nil {
+				return err
+			}
 		}
-		if err := root.MkdirAll(dir, 0o755); err != nil {
-			return errs.Wrap(errs.Internal, err, "recording the deletion of /%s", p)
+		if err != nil || !fi.IsDir() {
+			if err := u.root.Mkdir(name, 0o700); err != nil {
+				return err
+			}
 		}
-		if err := root.RemoveAll(p); err != nil {
-			return errs.Wrap(errs.Internal, err, "recording the deletion of /%s", p)
+		u.dirs = append(u.dirs, h)
+	} else {
+		if err := u.root.RemoveAll(name); err != nil {
+			return err
 		}
-		d, err := root.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
-		if err != nil {
-			return errs.Wrap(errs.Internal, err, "recording the deletion of /%s", p)
-		}
-		err = unix.Mknodat(int(d.Fd()), name, unix.S_IFCHR, 0)
-		d.Close()
-		if err != nil {
-			return errs.Wrap(errs.Internal, err, "recording the deletion of /%s", p)
+		switch h.Typeflag {
+		case tar.TypeReg:
+			f, err := u.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+			if err != nil {
+				return err
+			}
+			n, err := io.CopyBuffer(f, body, u.buf)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return errs.Wrap(errs.Unavailable, err, "receiving %s", name)
+			}
+			if n != h.Size {
+				return errs.New(errs.Unavailable, "%s was cut short", name)
+			}
+		case tar.TypeSymlink:
+			if err := u.root.Symlink(h.Linkname, name); err != nil {
+				return err
+			}
+		case tar.TypeLink:
+			return u.root.Link(h.Linkname, name) // the same inode: owner and mode are the first one's
+		case tar.TypeFifo:
+			if err := unix.Mknodat(int(d.Fd()), base, unix.S_IFIFO|0o600, 0); err != nil {
+				return err
+			}
 		}
 	}
-	for _, p := range wh.opaque {
-		if p == "" {
-			p = "."
-		}
-		if err := root.MkdirAll(p, 0o755); err != nil {
-			return errs.Wrap(errs.Internal, err, "recording /%s as replaced", p)
-		}
-		d, err := root.OpenFile(p, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
-		if err != nil {
-			return errs.Wrap(errs.Internal, err, "recording /%s as replaced", p)
-		}
-		err = unix.Fsetxattr(int(d.Fd()), "trusted.overlay.opaque", []byte("y"), 0)
-		d.Close()
-		if err != nil {
-			return errs.Wrap(errs.Internal, err, "recording /%s as replaced", p)
+	if err := u.root.Lchown(name, h.Uid, h.Gid); err != nil {
+		return err
+	}
+	if h.Typeflag == tar.TypeSymlink {
+		return nil
+	}
+	mode := os.FileMode(h.Mode & 0o777)
+	if h.Mode&0o1000 != 0 {
+		mode |= os.ModeSticky
+	}
+	if err := u.root.Chmod(name, mode); err != nil {
+		return err
+	}
+	if h.Typeflag != tar.TypeDir {
+		return u.root.Chtimes(name, h.ModTime, h.ModTime)
+	}
+	return nil
+}
+
+func (u *upperSink) deleted(p string) error {
+	d, base, err := u.parent(p)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := u.root.RemoveAll(p); err != nil {
+		return err
+	}
+	return unix.Mknodat(int(d.Fd()), base, unix.S_IFCHR, 0)
+}
+
+func (u *upperSink) opaque(p string) error {
+	if p == "" {
+		p = "."
+	}
+	if err := u.root.MkdirAll(p, 0o755); err != nil {
+		return err
+	}
+	d, err := u.root.OpenFile(p, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return unix.Fsetxattr(int(d.Fd()), "trusted.overlay.opaque", []byte("y"), 0)
+}
+
+func (u *upperSink) close() error {
+	for i := len(u.dirs) - 1; i >= 0; i-- {
+		h := u.dirs[i]
+		if err := u.root.Chtimes(strings.TrimSuffix(h.Name, "/"), h.ModTime, h.ModTime); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -73,6 +73,28 @@ func checkArchive(t *testing.T, out []byte) []string {
 	}
 }
 
+// tarSink is a sink that writes a tar and keeps the deletions.
+type tarSink struct {
+	tw         *tar.Writer
+	dels, opqs []string
+}
+
+func newTarSink(w io.Writer) *tarSink { return &tarSink{tw: tar.NewWriter(w)} }
+
+func (s *tarSink) entry(h *tar.Header, body io.Reader) error {
+	if err := s.tw.WriteHeader(h); err != nil {
+		return err
+	}
+	if body != nil {
+		_, err := io.Copy(s.tw, body)
+		return err
+	}
+	return nil
+}
+func (s *tarSink) deleted(p string) error { s.dels = append(s.dels, p); return nil }
+func (s *tarSink) opaque(p string) error  { s.opqs = append(s.opqs, p); return nil }
+func (s *tarSink) close() error           { return s.tw.Close() }
+
 func TestSplitStream(t *testing.T) {
 	layer := layerTar(entry{"etc/", "", tar.TypeDir, ""}, entry{"etc/motd", "", tar.TypeReg, "hi"}, entry{"bin/.wh.vi", "", tar.TypeReg, ""},
 		entry{"opt/d/.wh..wh..opq", "", tar.TypeReg, ""}, entry{"../../escape", "", tar.TypeReg, "x"}, entry{"dev/sda", "", tar.TypeBlock, ""},
@@ -80,13 +102,14 @@ func TestSplitStream(t *testing.T) {
 	wire := wireOf(t, layer)
 	var out bytes.Buffer
 	var counted int64
-	wh, got, err := splitStream(bytes.NewReader(wire), &out, 1<<20, Owner{UID: 1234, GID: 1235}, func(n int64) { counted += n })
+	ts := newTarSink(&out)
+	got, err := splitStream(bytes.NewReader(wire), ts, 1<<20, Owner{UID: 1234, GID: 1235}, func(n int64) { counted = n })
 	if err != nil {
 		t.Fatal(err)
 	}
 	names := checkArchive(t, out.Bytes())
-	if strings.Join(names, " ") != "etc/ etc/motd escape l" || strings.Join(wh.deleted, " ") != "bin/vi" || strings.Join(wh.opaque, " ") != "opt/d" {
-		t.Fatalf("archive %v, deleted %v, opaque %v", names, wh.deleted, wh.opaque)
+	if strings.Join(names, " ") != "etc/ etc/motd escape l" || strings.Join(ts.dels, " ") != "bin/vi" || strings.Join(ts.opqs, " ") != "opt/d" {
+		t.Fatalf("archive %v, deleted %v, opaque %v", names, ts.dels, ts.opqs)
 	}
 	if got.Entries != 6 || got.Bytes != 3 || counted != 3 {
 		t.Fatalf("received %+v, counted %d", got, counted)
@@ -99,13 +122,13 @@ func TestSplitStream(t *testing.T) {
 		"a device":     append(layerTar(entry{"dev/sda", "", tar.TypeBlock, ""})[:512], make([]byte, 1024)...),
 		"bad deletion": wireOf(t, layerTar(entry{"a/.wh...", "", tar.TypeReg, ""})),
 	} {
-		if _, _, err := splitStream(bytes.NewReader(in), io.Discard, 1<<20, Owner{}, nil); err == nil {
+		if _, err := splitStream(bytes.NewReader(in), newTarSink(io.Discard), 1<<20, Owner{}, nil); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
 	// A trailer that does not match what came is refused.
 	bad := bytes.Replace(wire, []byte(`"bytes":3`), []byte(`"bytes":4`), 1)
-	if _, _, err := splitStream(bytes.NewReader(bad), io.Discard, 1<<20, Owner{}, nil); err == nil || !strings.Contains(err.Error(), "damaged") {
+	if _, err := splitStream(bytes.NewReader(bad), newTarSink(io.Discard), 1<<20, Owner{}, nil); err == nil || !strings.Contains(err.Error(), "damaged") {
 		t.Errorf("a wrong trailer: %v", err)
 	}
 }
@@ -119,12 +142,13 @@ func FuzzSplitStream(f *testing.F) {
 	f.Add([]byte("not a tar at all"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var out bytes.Buffer
-		wh, _, err := splitStream(bytes.NewReader(in), &out, 1<<16, Owner{UID: 1234, GID: 1235}, nil)
+		ts := newTarSink(&out)
+		_, err := splitStream(bytes.NewReader(in), ts, 1<<16, Owner{UID: 1234, GID: 1235}, nil)
 		if err != nil {
 			return
 		}
 		checkArchive(t, out.Bytes())
-		for _, p := range append(wh.deleted, wh.opaque...) {
+		for _, p := range append(ts.dels, ts.opqs...) {
 			if strings.HasPrefix(p, "/") || strings.Contains("/"+p+"/", "/../") {
 				t.Fatalf("deletion %q leaves the root", p)
 			}
@@ -143,7 +167,7 @@ func FuzzCopyLayer(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_, got, err := splitStream(bytes.NewReader(w.Bytes()), io.Discard, 1<<40, Owner{}, nil)
+		got, err := splitStream(bytes.NewReader(w.Bytes()), newTarSink(io.Discard), 1<<40, Owner{}, nil)
 		if err != nil && !strings.Contains(err.Error(), "bad deletion") {
 			t.Fatalf("sent %+v, the target refuses: %v", sent, err)
 		}

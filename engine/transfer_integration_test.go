@@ -75,7 +75,7 @@ func TestExportImportChanges(t *testing.T) {
 	dst := run(fmt.Sprintf("mlc-xfer-dst-%d", os.Getpid()), testenv.Image,
 		"cat /added /etc/motd /opt/d/f; ls /bin/vi /usr 2>&1 | wc -l; ls /bin/sh; stat -c %u:%g /opt/d/f", "4321:4321")
 	var counted int64
-	got, err := c.ImportChanges(ctx, dst, bytes.NewReader(wire.Bytes()), 1<<40, engine.Owner{UID: 4321, GID: 4322}, func(n int64) { counted += n })
+	got, err := c.ImportChanges(ctx, dst, bytes.NewReader(wire.Bytes()), 1<<40, engine.Owner{UID: 4321, GID: 4322}, func(n int64) { counted = n })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -411,46 +411,70 @@ func TestCopyInterrupted(t *testing.T) {
 
 // A student who sends copy-receive a stream of her own making (her ssh, her
 // bytes) gets nothing root's: a file the stream says is root's and setuid,
-// written into her workspace (the engine writes through the container's
-// mounts), is hers and not setuid; an endless settings line is refused.
+// named under /workspace, stays in her container's own layer (never the
+// workspace on the host), hers and not setuid; a link out of the container
+// followed by a file below it fails the copy and leaves nothing; an endless
+// settings line is refused.
 func TestCopyReceiveHostileStream(t *testing.T) {
 	r := newServersRig(t)
-	var wire bytes.Buffer
-	wire.WriteString(`{"name":"x","image":"bb","cpus":1,"gpus":0,"workspace":"evil","changes_bytes":0}` + "\n")
-	// The wire format by hand: the entries, then the trailer that counts them.
-	tw := tar.NewWriter(&wire)
 	body := []byte("#!/bin/sh\nid\n")
-	must(t, tw.WriteHeader(&tar.Header{Name: "workspace/rootsh", Typeflag: tar.TypeReg, Mode: 0o4755, Uid: 0, Gid: 0, Size: int64(len(body))}))
-	tw.Write(body)
-	must(t, tw.WriteHeader(&tar.Header{Name: "tmp/l", Typeflag: tar.TypeSymlink, Linkname: "/workspace", Mode: 0o777}))
-	must(t, tw.WriteHeader(&tar.Header{Name: "tmp/l/via", Typeflag: tar.TypeReg, Mode: 0o2755, Gid: 42, Size: int64(len(body))}))
-	tw.Write(body)
-	end := fmt.Sprintf(`{"entries":3,"bytes":%d}`, 2*len(body))
-	must(t, tw.WriteHeader(&tar.Header{Name: "mlc-copy-end", Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(end)),
-		PAXRecords: map[string]string{"MLC.copy.end": "1"}, Format: tar.FormatPAX}))
-	tw.Write([]byte(end))
-	must(t, tw.Close())
-	wire.WriteString("start\n")
-	cmd := r.userCmd(t, "mlct-alice", "", "--server", "hostb", "copy-receive", "--as", "evil")
-	cmd.Stdin = bytes.NewReader(wire.Bytes())
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), `"event":"started"`) {
+	stream := func(name string, entries func(tw *tar.Writer) (int, int)) []byte {
+		var wire bytes.Buffer
+		wire.WriteString(`{"name":"x","image":"bb","cpus":1,"gpus":0,"workspace":"` + name + `","changes_bytes":0}` + "\n")
+		// The wire format by hand: the entries, then the trailer that counts them.
+		tw := tar.NewWriter(&wire)
+		n, b := entries(tw)
+		end := fmt.Sprintf(`{"entries":%d,"bytes":%d}`, n, b)
+		must(t, tw.WriteHeader(&tar.Header{Name: "mlc-copy-end", Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(end)),
+			PAXRecords: map[string]string{"MLC.copy.end": "1"}, Format: tar.FormatPAX}))
+		tw.Write([]byte(end))
+		must(t, tw.Close())
+		wire.WriteString("start\n")
+		return wire.Bytes()
+	}
+	receive := func(name string, in []byte) (string, error) {
+		cmd := r.userCmd(t, "mlct-alice", "", "--server", "hostb", "copy-receive", "--as", name)
+		cmd.Stdin = bytes.NewReader(in)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := receive("evil", stream("evil", func(tw *tar.Writer) (int, int) {
+		must(t, tw.WriteHeader(&tar.Header{Name: "workspace/rootsh", Typeflag: tar.TypeReg, Mode: 0o4755, Size: int64(len(body))}))
+		tw.Write(body)
+		must(t, tw.WriteHeader(&tar.Header{Name: "opt/sgid", Typeflag: tar.TypeReg, Mode: 0o2755, Gid: 42, Size: int64(len(body))}))
+		tw.Write(body)
+		return 2, 2 * len(body)
+	}))
+	if err != nil || !strings.Contains(out, `"event":"started"`) {
 		t.Fatalf("copy-receive: %v\n%s", err, out)
 	}
-	for _, f := range []string{"rootsh", "via"} {
-		fi, err := os.Lstat(filepath.Join(r.dir, "b/ws/mlct-alice/evil", f))
+	if _, err := os.Lstat(filepath.Join(r.dir, "b/ws/mlct-alice/evil/rootsh")); err == nil {
+		t.Fatal("the stream wrote into the workspace on the host")
+	}
+	upper := r.hb.Docker(t, "inspect", "-f", "{{.GraphDriver.Data.UpperDir}}", "mlc-"+r.uids["mlct-alice"]+"-evil")
+	for _, f := range []string{"workspace/rootsh", "opt/sgid"} {
+		fi, err := os.Lstat(filepath.Join(upper, f))
 		must(t, err)
 		st := fi.Sys().(*syscall.Stat_t)
 		if strconv.Itoa(int(st.Uid)) != r.uids["mlct-alice"] || fi.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 {
 			t.Fatalf("%s on hostb: uid %d, mode %v", f, st.Uid, fi.Mode())
 		}
 	}
+	out, err = receive("evil2", stream("evil2", func(tw *tar.Writer) (int, int) {
+		must(t, tw.WriteHeader(&tar.Header{Name: "tmp/l", Typeflag: tar.TypeSymlink, Linkname: "/workspace", Mode: 0o777}))
+		must(t, tw.WriteHeader(&tar.Header{Name: "tmp/l/via", Typeflag: tar.TypeReg, Mode: 0o4755, Size: int64(len(body))}))
+		tw.Write(body)
+		return 2, len(body)
+	}))
+	if err == nil || !strings.Contains(out, "path escapes") || r.onB(t, "mlct-alice", "evil2", "{{.State}}") != "" {
+		t.Fatalf("a file through a link out of the container: %v\n%s", err, out)
+	}
 	// A settings line with no end is refused, not read into memory.
-	cmd = r.userCmd(t, "mlct-alice", "", "--server", "hostb", "copy-receive", "--as", "big")
+	cmd := r.userCmd(t, "mlct-alice", "", "--server", "hostb", "copy-receive", "--as", "big")
 	cmd.Stdin = io.LimitReader(zeros{}, 4<<20)
-	out, _ = cmd.CombinedOutput()
-	if !strings.Contains(string(out), "over 1 MiB") {
-		t.Fatalf("an endless settings line: %s", out)
+	o, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(o), "over 1 MiB") {
+		t.Fatalf("an endless settings line: %s", o)
 	}
 }
 
