@@ -207,6 +207,9 @@ func (m *Manager) start(ctx context.Context, c engine.Container) error {
 	if err := m.ready(); err != nil {
 		return err
 	}
+	if uid, err := strconv.Atoi(c.Labels[engine.LabelUID]); err == nil && m.copying(uid, c.Labels[engine.LabelName]) {
+		return errs.New(errs.Conflict, "%s is still being written by mlc copy; it starts when the copy is done", c.Labels[engine.LabelName])
+	}
 	if err := checkMounts(c); err != nil {
 		return err
 	}

@@ -352,6 +352,17 @@ func (m *Manager) CopyIn(ctx context.Context, a Actor, newName, workspace string
 
 	r := s.request(newName, workspace)
 	notes := pre.Notes
+	// Nothing may start the container while the copy writes into it.
+	unmark, err := m.markCopying(ctx, a.Target.UID, newName)
+	if err != nil {
+		return err
+	}
+	marked := true
+	defer func() {
+		if marked {
+			unmark()
+		}
+	}()
 	created, err := m.Create(ctx, a, r)
 	if err != nil {
 		return err
@@ -374,6 +385,8 @@ func (m *Manager) CopyIn(ctx context.Context, a Actor, newName, workspace string
 	got, err := t.ImportChanges(ctx, created.ID, in, max, engine.Owner{UID: a.Target.UID, GID: a.Target.GID}, nil)
 	unlock()
 	locked = false
+	unmark()
+	marked = false
 	if err != nil {
 		return undo(err)
 	}

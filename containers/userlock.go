@@ -26,6 +26,27 @@ func (m *Manager) lockCopies(ctx context.Context, uid int) (func(), error) {
 	return m.lockFile(ctx, "copy-"+strconv.Itoa(uid)+".lock")
 }
 
+// markCopying marks the container name of uid as being written by a copy
+// arriving here, until the returned function is called (or the process
+// ends): start refuses it meanwhile (see copying).
+func (m *Manager) markCopying(ctx context.Context, uid int, name string) (func(), error) {
+	return m.lockFile(ctx, copyingMark(uid, name))
+}
+
+func copyingMark(uid int, name string) string {
+	return "copying-" + strconv.Itoa(uid) + "-" + name + ".lock"
+}
+
+// copying is whether a copy is still writing into c: its mark is held.
+func (m *Manager) copying(uid int, name string) bool {
+	f, err := os.OpenFile(filepath.Join(m.Cfg.StateDir, "locks", copyingMark(uid, name)), os.O_RDWR|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil
+}
+
 func (m *Manager) lockFile(ctx context.Context, name string) (func(), error) {
 	dir := filepath.Join(m.Cfg.StateDir, "locks")
 	if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -469,6 +469,34 @@ func TestCopyReceiveHostileStream(t *testing.T) {
 	if err == nil || !strings.Contains(out, "path escapes") || r.onB(t, "mlct-alice", "evil2", "{{.State}}") != "" {
 		t.Fatalf("a file through a link out of the container: %v\n%s", err, out)
 	}
+	// While the copy writes into the container, nothing starts it.
+	half := r.userCmd(t, "mlct-alice", "", "--server", "hostb", "copy-receive", "--as", "slow")
+	in, err := half.StdinPipe()
+	must(t, err)
+	must(t, half.Start())
+	fmt.Fprintln(in, `{"name":"x","image":"bb","cpus":1,"gpus":0,"workspace":"slow","changes_bytes":0}`)
+	tw := tar.NewWriter(in)
+	must(t, tw.WriteHeader(&tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 20}))
+	tw.Write(make([]byte, 4096)) // and no more for now
+	deadline := time.Now().Add(60 * time.Second)
+	for r.onB(t, "mlct-alice", "slow", "{{.State}}") != "created" {
+		if time.Now().After(deadline) {
+			t.Fatal("the copy never created its container")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_, errOut, code := r.user(t, "mlct-alice", "--server", "hostb", "start", "slow")
+	if code != 6 || !strings.Contains(errOut, "still being written by mlc copy") {
+		t.Fatalf("start during the copy: %d %s", code, errOut)
+	}
+	in.Close()
+	half.Wait()
+	for r.onB(t, "mlct-alice", "slow", "{{.State}}") != "" {
+		if time.Now().After(deadline) {
+			t.Fatal("the cut copy left its container")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	// A settings line with no end is refused, not read into memory.
 	cmd := r.userCmd(t, "mlct-alice", "", "--server", "hostb", "copy-receive", "--as", "big")
 	cmd.Stdin = io.LimitReader(zeros{}, 4<<20)
