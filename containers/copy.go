@@ -31,7 +31,6 @@ import (
 // Transfer is what a copy needs of the engine beyond Engine
 // (*engine.Client has it).
 type Transfer interface {
-	ImageConfig(ctx context.Context, ref string) (engine.ImageConfig, error)
 	Detail(ctx context.Context, id string) (engine.Detail, error)
 	ExportChanges(ctx context.Context, id string, w io.Writer, phase func(string), progress func(int64)) (engine.Exported, error)
 	ImportChanges(ctx context.Context, id string, r io.Reader, max int64, owner engine.Owner, progress func(int64)) (engine.Received, error)
@@ -55,7 +54,6 @@ type CopySettings struct {
 	Data      string      `json:"data,omitempty"`
 	Models    string      `json:"models,omitempty"`
 	Changes   int64       `json:"changes_bytes"` // the engine's size of the writable layer
-	Running   bool        `json:"running"`
 }
 
 // PreflightReply is what the target answers before anything is sent.
@@ -83,12 +81,17 @@ func (m *Manager) transfer() (Transfer, error) {
 	return t, nil
 }
 
-// mayCopy refuses a user the policy does not let copy.
-func (m *Manager) mayCopy(a Actor) error {
+// mayCopyHere refuses a user this server's policy does not let copy.
+func (m *Manager) mayCopyHere(a Actor) error {
 	lim, err := limits.Resolve(m.Cfg, m.Dir, a.Target.User)
 	if err != nil {
 		return err
 	}
+	return mayCopy(a, lim)
+}
+
+// mayCopy refuses a user whose limits do not let them copy.
+func mayCopy(a Actor, lim *limits.Resolved) error {
 	if !lim.MayCopy.Value {
 		return errs.New(errs.Permission, "the policy of this server does not let %s copy containers (may_copy: false, %s)", a.Target.User, lim.MayCopy.Source)
 	}
@@ -97,7 +100,7 @@ func (m *Manager) mayCopy(a Actor) error {
 
 // Describe is the settings of the caller's container name, for a copy.
 func (m *Manager) Describe(ctx context.Context, a Actor, name string) (*CopySettings, error) {
-	if err := m.mayCopy(a); err != nil {
+	if err := m.mayCopyHere(a); err != nil {
 		m.audit(a, "copy-out", name, err, nil)
 		return nil, err
 	}
@@ -113,18 +116,14 @@ func (m *Manager) Describe(ctx context.Context, a Actor, name string) (*CopySett
 	if err != nil {
 		return nil, err
 	}
-	img, err := t.ImageConfig(ctx, d.ImageID)
-	if err != nil {
-		return nil, err
-	}
 	s := &CopySettings{Name: name, Image: c.Labels[engine.LabelImage], GPUs: len(splitList(c.Labels[engine.LabelGPUs])),
-		Root: c.Labels[engine.LabelRoot] == "true", Changes: d.SizeRw, Running: d.Running()}
+		Root: c.Labels[engine.LabelRoot] == "true", Changes: d.SizeRw}
 	s.CPUs, _ = strconv.ParseFloat(c.Labels[engine.LabelCPUs], 64)
 	if v := c.Labels[engine.LabelMemory]; v != "" {
 		s.Memory, _ = config.ParseSize(v)
 	}
 	fromImage := map[string]bool{}
-	for _, kv := range img.Env {
+	for _, kv := range d.ImageEnv {
 		fromImage[kv] = true
 	}
 	for _, kv := range d.Env {
@@ -157,7 +156,7 @@ func (m *Manager) CopyOut(ctx context.Context, a Actor, name string, w io.Writer
 	defer func() {
 		m.audit(a, "copy-out", name, err, map[string]any{"bytes": sent.Bytes, "entries": sent.Entries})
 	}()
-	if err := m.mayCopy(a); err != nil {
+	if err := m.mayCopyHere(a); err != nil {
 		return err
 	}
 	t, err := m.transfer()
@@ -197,11 +196,7 @@ func (s *CopySettings) request(newName, workspace string) CreateRequest {
 // fit lowers the CPUs and memory a copy carries (what the source gave the
 // container) to this server's limits for the user, saying so: a copy is
 // not refused for coming from a server with more generous limits.
-func (m *Manager) fit(s *CopySettings, user string) ([]string, error) {
-	lim, err := limits.Resolve(m.Cfg, m.Dir, user)
-	if err != nil {
-		return nil, err
-	}
+func fit(s *CopySettings, lim *limits.Resolved) []string {
 	var notes []string
 	if s.CPUs > lim.CPUs.Value {
 		notes = append(notes, fmt.Sprintf("%v CPUs here (your cpus limit on this server, %s), not %v", lim.CPUs.Value, lim.CPUs.Source, s.CPUs))
@@ -211,36 +206,27 @@ func (m *Manager) fit(s *CopySettings, user string) ([]string, error) {
 		notes = append(notes, fmt.Sprintf("%s of memory here (your memory limit on this server, %s), not %s", lim.Memory.Value, lim.Memory.Source, s.Memory))
 		s.Memory = 0
 	}
-	return notes, nil
+	return notes
 }
 
 // copyTarget checks a copy's settings against this server's policy (a dry-run
 // create) and answers what the target has. It may lower s's CPUs and memory
 // to this server's limits (see fit) and move its host ports (see freePorts).
 func (m *Manager) copyTarget(ctx context.Context, a Actor, s *CopySettings, newName, workspace string) (*PreflightReply, config.Image, error) {
-	if err := m.mayCopy(a); err != nil {
-		return nil, config.Image{}, err
-	}
-	notes, err := m.fit(s, a.Target.User)
+	lim, err := limits.Resolve(m.Cfg, m.Dir, a.Target.User)
 	if err != nil {
 		return nil, config.Image{}, err
 	}
+	if err := mayCopy(a, lim); err != nil {
+		return nil, config.Image{}, err
+	}
+	notes := fit(s, lim)
 	var moved []string
 	s.Publish, moved = m.freePorts(ctx, s.Publish)
 	notes = append(notes, moved...)
 	if s.GPUs > 0 && m.GPUs != nil {
 		if st, err := m.GPUs.Status(ctx); err == nil {
-			free := 0
-			per := max(1, st.MaxPerGPU)
-			if st.Mode != "shared" {
-				per = 1
-			}
-			for _, g := range st.GPUs {
-				if len(g.Holders) < per {
-					free++
-				}
-			}
-			if free < s.GPUs {
+			if free := freeGPUs(st); free < s.GPUs {
 				return nil, config.Image{}, errs.New(errs.Unavailable, "the copy needs %d GPUs and %d are free on this server now (mlc servers shows where there are)", s.GPUs, free)
 			}
 		}

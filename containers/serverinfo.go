@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mlc-lab/mlc/gpualloc"
 	"github.com/mlc-lab/mlc/limits"
 )
 
@@ -65,15 +66,8 @@ func (m *Manager) ServerInfo(ctx context.Context, a Actor, version string) (*Ser
 		if err != nil {
 			info.Notes = append(info.Notes, "GPU ledger: "+err.Error())
 		} else {
-			per := 1
-			if st.Mode == "shared" && st.MaxPerGPU > 1 {
-				per = st.MaxPerGPU
-			}
+			info.GPUsTotal, info.GPUsFree = len(st.GPUs), freeGPUs(st)
 			for _, g := range st.GPUs {
-				info.GPUsTotal++
-				if len(g.Holders) < per {
-					info.GPUsFree++
-				}
 				for _, h := range g.Holders {
 					if h.User == a.Target.User {
 						info.GPUsHeld++
@@ -125,4 +119,20 @@ func meminfo() (total, avail int64) {
 		}
 	}
 	return total, avail
+}
+
+// freeGPUs is how many GPUs can take one more container: none of its
+// holders in exclusive mode, fewer than max_per_gpu in shared mode.
+func freeGPUs(st gpualloc.Status) int {
+	per := 1
+	if st.Mode == "shared" && st.MaxPerGPU > 1 {
+		per = st.MaxPerGPU
+	}
+	free := 0
+	for _, g := range st.GPUs {
+		if len(g.Holders) < per {
+			free++
+		}
+	}
+	return free
 }

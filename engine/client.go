@@ -384,12 +384,18 @@ func (c *Client) Inspect(ctx context.Context, id string) (Container, error) {
 	if err != nil {
 		return Container{}, c.classify(err, "inspecting "+short(id))
 	}
-	ct := Container{ID: r.ID, Name: strings.TrimPrefix(r.Name, "/"), Image: r.Config.Image, Labels: r.Config.Labels}
+	return containerOf(r), nil
+}
+
+// containerOf is what mlc knows of an inspected container (Detail adds its
+// mounts, ports and environment).
+func containerOf(r container.InspectResponse) Container {
+	ct := Container{ID: r.ID, Name: strings.TrimPrefix(r.Name, "/"), Image: r.Config.Image, ImageID: r.Image, Labels: r.Config.Labels}
 	if r.State != nil {
 		ct.State = r.State.Status
 	}
 	ct.Created, _ = time.Parse(time.RFC3339Nano, r.Created)
-	return ct, nil
+	return ct
 }
 
 // ExecOptions are the settings of a command run in a container.

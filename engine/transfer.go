@@ -32,52 +32,30 @@ import (
 	"github.com/mlc-lab/mlc/errs"
 )
 
-// ImageConfig is what a copy needs to know of an image.
-type ImageConfig struct {
-	ID           string          `json:"id"`
-	DiffIDs      []string        `json:"diff_ids"` // the layers, base first (sha256:...)
-	OS           string          `json:"os"`
-	Architecture string          `json:"architecture"`
-	Config       json.RawMessage `json:"config"` // the image's container config (Env, Cmd, ...)
-	Env          []string        `json:"-"`
-}
-
 // Detail is an inspected container with what a copy carries over.
 type Detail struct {
 	Container
-	Env    []string // the container's environment, image variables included
-	SizeRw int64    // the engine's size of the writable layer
+	Env      []string // the container's environment, image variables included
+	ImageEnv []string // its image's environment
+	SizeRw   int64    // the engine's size of the writable layer
 }
 
-// ImageConfig inspects ref.
-func (c *Client) ImageConfig(ctx context.Context, ref string) (ImageConfig, error) {
-	r, err := c.api.ImageInspect(ctx, ref)
-	if err != nil {
-		return ImageConfig{}, c.classify(err, "image "+ref)
-	}
-	ic := ImageConfig{ID: r.ID, DiffIDs: r.RootFS.Layers, OS: r.Os, Architecture: r.Architecture}
-	if r.Config != nil {
-		ic.Env = r.Config.Env
-		if ic.Config, err = json.Marshal(r.Config); err != nil {
-			return ImageConfig{}, errs.Wrap(errs.Internal, err, "image %s", ref)
-		}
-	}
-	return ic, nil
-}
-
-// Detail inspects one container, its writable layer's size included.
+// Detail inspects one container, its writable layer's size and its image's
+// environment included.
 func (c *Client) Detail(ctx context.Context, id string) (Detail, error) {
 	r, _, err := c.api.ContainerInspectWithRaw(ctx, id, true)
 	if err != nil {
 		return Detail{}, c.classify(err, "inspecting "+short(id))
 	}
-	d := Detail{Container: Container{ID: r.ID, Name: strings.TrimPrefix(r.Name, "/"), Image: r.Config.Image, ImageID: r.Image,
-		Labels: r.Config.Labels}}
-	if r.State != nil {
-		d.State = r.State.Status
-	}
-	d.Created, _ = time.Parse(time.RFC3339Nano, r.Created)
+	d := Detail{Container: containerOf(r)}
 	d.Env = r.Config.Env
+	img, err := c.api.ImageInspect(ctx, r.Image)
+	if err != nil {
+		return Detail{}, c.classify(err, "image of "+short(id))
+	}
+	if img.Config != nil {
+		d.ImageEnv = img.Config.Env
+	}
 	if r.SizeRw != nil {
 		d.SizeRw = *r.SizeRw
 	}

@@ -8,7 +8,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -215,32 +213,17 @@ func routeServer(args []string) (int, bool) {
 		return fail(err)
 	}
 	if r.IsHere(target) {
-		// This server: mlc again without the flag, elevating as usual.
-		err := syscall.Exec(r.Self, append([]string{args[0]}, rest[1:]...), os.Environ())
+		// This server: mlc again without the flag, elevating as usual. Its
+		// own path as argv[0] (never a link name like mlc-list, which would
+		// dispatch to its command a second time).
+		err := syscall.Exec(r.Self, append([]string{r.Self}, rest[1:]...), os.Environ())
 		return fail(errs.Wrap(errs.Internal, err, "running mlc"))
 	}
-	tty := path[0] == "open" && engine.StdinIsTerminal(os.Stdin)
-	cmd := r.Command(context.Background(), target, rest[1:], tty)
-	cmd.Stdin, cmd.Stdout = os.Stdin, os.Stdout
-	var errOut bytes.Buffer
-	cmd.Stderr = io.MultiWriter(os.Stderr, &limitedTail{b: &errOut})
-	err = cmd.Run()
-	if err == nil {
-		return 0, true
+	code, err := r.Forward(target, rest[1:], path[0] == "open" && engine.StdinIsTerminal(os.Stdin))
+	if err != nil {
+		return fail(err)
 	}
-	if ee, ok := err.(interface{ ExitCode() int }); ok && ee.ExitCode() != 255 && ee.ExitCode() >= 0 {
-		return ee.ExitCode(), true
-	}
-	return fail(r.Failure(target, err, errOut.String(), nil))
-}
-
-type limitedTail struct{ b *bytes.Buffer }
-
-func (l *limitedTail) Write(p []byte) (int, error) {
-	if l.b.Len() < 8192 {
-		l.b.Write(p[:min(len(p), 8192-l.b.Len())])
-	}
-	return len(p), nil
+	return code, true
 }
 
 func serverCommands(s *session) []*cli.Command {
@@ -502,25 +485,18 @@ func listServers(s *session, c *cli.Context) error {
 	if len(r.Servers) == 0 {
 		return errs.New(errs.NotFound, "no servers are listed in the policy (servers:)")
 	}
-	out := make([]ServerRows, len(r.Servers))
-	var wg sync.WaitGroup
-	for i, srv := range r.Servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(s.ctx, surveyTimeout)
-			defer cancel()
-			out[i] = ServerRows{Server: srv.Name, Rows: []containers.Row{}}
-			b, err := r.Output(ctx, srv, []string{"list", "--json"}, nil)
-			if err == nil {
-				err = json.Unmarshal(b, &out[i].Rows)
-			}
-			if err != nil {
-				out[i].Error = err.Error()
-			}
-		}()
+	var out []ServerRows
+	for _, a := range r.All(s.ctx, surveyTimeout, "list", "--json") {
+		o := ServerRows{Server: a.Server.Name, Rows: []containers.Row{}}
+		err := a.Err
+		if err == nil {
+			err = json.Unmarshal(a.Out, &o.Rows)
+		}
+		if err != nil {
+			o.Error = err.Error()
+		}
+		out = append(out, o)
 	}
-	wg.Wait()
 	failed := 0
 	for _, o := range out {
 		if o.Error != "" {

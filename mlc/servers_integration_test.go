@@ -194,6 +194,10 @@ func TestServersSurveyCreateAndVerbs(t *testing.T) {
 		t.Fatalf("unknown server: %d %s", code, errOut)
 	}
 	r.ok(t, "mlct-alice", "--server", r.here, "list")
+	// Through a link (mlc-list), the command is not given twice.
+	if out, errOut, code := r.as(t, "mlct-alice", r.dir+"/mlc-list --json --server "+r.here); code != 0 || strings.TrimSpace(out) != "[]" {
+		t.Fatalf("mlc-list --server here: %d %q %s", code, out, errOut)
+	}
 	if _, errOut, code := r.user(t, "mlct-alice", "--server", "hostc", "list"); code != 10 || !strings.Contains(errOut, "cannot reach hostc over ssh") {
 		t.Fatalf("a server down: %d %s", code, errOut)
 	}

@@ -215,11 +215,17 @@ type Result struct {
 // Err is why the server did not answer (nil when it did).
 func (r Result) Err() error { return r.err }
 
-// Survey asks every server for its ServerInfo in parallel, each within
-// timeout; a server that does not answer is reported, never waited for
-// beyond that.
-func (r *Runner) Survey(ctx context.Context, timeout time.Duration) []Result {
-	out := make([]Result, len(r.Servers))
+// Answer is one server's output of a command run on every server.
+type Answer struct {
+	Server config.Server
+	Out    []byte
+	Err    error
+}
+
+// All runs `mlc ARGS` on every server in parallel, each within timeout; a
+// server that does not answer is reported, never waited for beyond that.
+func (r *Runner) All(ctx context.Context, timeout time.Duration, args ...string) []Answer {
+	out := make([]Answer, len(r.Servers))
 	var wg sync.WaitGroup
 	for i, s := range r.Servers {
 		wg.Add(1)
@@ -227,24 +233,52 @@ func (r *Runner) Survey(ctx context.Context, timeout time.Duration) []Result {
 			defer wg.Done()
 			c, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			res := Result{Server: s.Name, Here: r.IsHere(s)}
-			b, err := r.Output(c, s, []string{"server-info", "--json"}, nil)
-			if err == nil {
-				var info containers.ServerInfo
-				if jerr := json.Unmarshal(b, &info); jerr != nil {
-					err = errs.New(errs.Unavailable, "%s answered something that is not mlc's server info (is its mlc too old?)", s.Name)
-				} else {
-					res.Info = &info
-				}
-			}
-			if err != nil {
-				res.err, res.Error = err, err.Error()
-			}
-			out[i] = res
+			b, err := r.Output(c, s, args, nil)
+			out[i] = Answer{Server: s, Out: b, Err: err}
 		}()
 	}
 	wg.Wait()
 	return out
+}
+
+// Survey asks every server for its ServerInfo (see All).
+func (r *Runner) Survey(ctx context.Context, timeout time.Duration) []Result {
+	var out []Result
+	for _, a := range r.All(ctx, timeout, "server-info", "--json") {
+		res := Result{Server: a.Server.Name, Here: r.IsHere(a.Server), err: a.Err}
+		if a.Err == nil {
+			var info containers.ServerInfo
+			if json.Unmarshal(a.Out, &info) != nil {
+				res.err = errs.New(errs.Unavailable, "%s answered something that is not mlc's server info (is its mlc too old?)", a.Server.Name)
+			} else {
+				res.Info = &info
+			}
+		}
+		if res.err != nil {
+			res.Error = res.err.Error()
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
+// Forward runs `mlc ARGS` on s with this process's standard input, output
+// and error (a terminal for tty), and returns its exit code; an ssh failure
+// is an error naming the server.
+func (r *Runner) Forward(s config.Server, args []string, tty bool) (int, error) {
+	cmd := r.Command(context.Background(), s, args, tty)
+	cmd.Stdin, cmd.Stdout = os.Stdin, os.Stdout
+	var errOut strings.Builder
+	cmd.Stderr = io.MultiWriter(os.Stderr, &limited{w: &errOut, n: 8192})
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &ee) && ee.ExitCode() != 255 && ee.ExitCode() >= 0:
+		return ee.ExitCode(), nil
+	}
+	return 0, r.Failure(s, err, errOut.String(), nil)
 }
 
 // Pick chooses where a create asking for gpus GPUs goes: among the servers
